@@ -1,0 +1,80 @@
+"""A fake provider server on a loopback port: GitHub under /gh, GitLab under /gl.
+
+PyGithub and python-gitlab talk to it over real HTTP:
+- GITHUB_API_URL = ``server.github_api_url`` (``http://127.0.0.1:PORT/gh``)
+- GITLAB_URL     = ``server.gitlab_url``     (``http://127.0.0.1:PORT/gl``; python-gitlab adds /api/v4)
+
+Use it in tests as a context manager, or run it for benchmarks:
+``python -m tests.fakes.server --port 9100``.
+"""
+from __future__ import annotations
+
+import argparse
+import threading
+from typing import Any
+
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
+
+from tests.fakes.github_server import FakeGitHub
+from tests.fakes.gitlab_server import FakeGitLab
+
+
+def _not_found(environ: dict[str, Any], start_response: Any) -> Any:
+    return Response('{"message": "Not Found"}', status=404, content_type="application/json")(
+        environ, start_response
+    )
+
+
+class FakeProviderServer:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0,
+                 github: FakeGitHub | None = None, gitlab: FakeGitLab | None = None) -> None:
+        self.github = github or FakeGitHub()
+        self.gitlab = gitlab or FakeGitLab()
+        app = DispatcherMiddleware(_not_found, {"/gh": self.github.wsgi, "/gl": self.gitlab.wsgi})
+        self._server = make_server(host, port, app, threaded=True)
+        self.host = host
+        self.port = self._server.server_port
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def github_api_url(self) -> str:
+        return f"{self.base_url}/gh"
+
+    @property
+    def gitlab_url(self) -> str:
+        return f"{self.base_url}/gl"
+
+    def start(self) -> "FakeProviderServer":
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "FakeProviderServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+    server = FakeProviderServer(args.host, args.port)
+    print(f"fake GitHub at {server.github_api_url}, fake GitLab at {server.gitlab_url}", flush=True)
+    server._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
