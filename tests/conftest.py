@@ -1,0 +1,132 @@
+"""Shared fixtures: database engines (SQLite always, PostgreSQL when given) and Redis.
+
+Real services come from environment variables:
+- ORGSYNC_TEST_DATABASE_URL  e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test
+- ORGSYNC_TEST_REDIS_URL     e.g. redis://127.0.0.1:6379/15
+When unset, the tests that need them are skipped and say why. CI sets
+ORGSYNC_REQUIRE_SERVICES=1, which turns that skip into a failure.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.base import Base, make_engine, make_session_factory
+from models.tables import Counter
+
+PG_URL = os.environ.get("ORGSYNC_TEST_DATABASE_URL", "").strip()
+REDIS_URL = os.environ.get("ORGSYNC_TEST_REDIS_URL", "").strip()
+REQUIRE = os.environ.get("ORGSYNC_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def need_service(what: str, variable: str, available: bool) -> None:
+    """Skip (or, in CI, fail) a test whose real service is not configured."""
+    if available:
+        return
+    message = f"needs real {what}: set {variable}"
+    if REQUIRE:
+        pytest.fail(f"{message} (ORGSYNC_REQUIRE_SERVICES is set, so this may not be skipped)")
+    pytest.skip(message)
+
+
+def need_postgres() -> str:
+    need_service("PostgreSQL", "ORGSYNC_TEST_DATABASE_URL", bool(PG_URL))
+    return PG_URL
+
+
+def need_redis() -> str:
+    need_service("Redis", "ORGSYNC_TEST_REDIS_URL", bool(REDIS_URL))
+    return REDIS_URL
+
+
+def need_corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"payload corpus not found at {CORPUS} (../shared/corpus beside the project)")
+    return CORPUS
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema."""
+    url = need_postgres()
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in url else "?"
+    yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def _create_all(engine: Engine) -> None:
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(Counter.__table__.insert().values(name="activity", value=0))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every store test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'orgsync.db'}"
+    else:
+        yield request.getfixturevalue("pg_schema_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    _create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    s = session_factory()
+    yield s
+    s.rollback()
+    s.close()
+
+
+@pytest.fixture
+def fake_redis():  # type: ignore[no-untyped-def]
+    import fakeredis
+
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+@pytest.fixture
+def real_redis():  # type: ignore[no-untyped-def]
+    import redis
+
+    url = need_redis()
+    conn = redis.Redis.from_url(url)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+def any_redis(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Tests that should hold on the in-process stand-in and on real Redis."""
+    if request.param == "fakeredis":
+        return request.getfixturevalue("fake_redis")
+    return request.getfixturevalue("real_redis")

@@ -1,0 +1,45 @@
+"""Configuration is validated once; a bad value names its variable."""
+from __future__ import annotations
+
+import pytest
+
+from models.config import ConfigError, load_settings
+
+
+def test_defaults() -> None:
+    s = load_settings({})
+    assert s.database_url == "sqlite:///orgsync.db" and s.redis_url is None and s.embedded_redis
+    assert s.oidc_audience == "orgsync" and s.resync_interval == 21600 and s.max_removal_fraction == 0.5
+    assert s.oidc_github_issuers == ("https://token.actions.githubusercontent.com",)
+
+
+def test_lists_and_secrets_not_in_repr() -> None:
+    s = load_settings({"GITHUB_WEBHOOK_SECRET": "old, new", "ORGSYNC_ADMIN_TOKEN": "tok1,tok2",
+                       "DATABASE_URL": "postgresql://u@h/db"})
+    assert s.github_webhook_secrets == ("old", "new") and s.admin_tokens == ("tok1", "tok2")
+    assert s.database_url == "postgresql+psycopg://u@h/db"
+    assert "tok1" not in repr(s) and "new" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        ("DATABASE_URL", "mysql://x/y"),
+        ("DATABASE_URL", "nonsense"),
+        ("REDIS_URL", "http://localhost"),
+        ("GITHUB_API_URL", "api.github.com"),
+        ("GITHUB_APP_ID", "abc"),
+        ("GITHUB_APP_PRIVATE_KEY", "/no/such/file.pem"),
+        ("GITLAB_WEBHOOK_SIGNING_SECRET", "plain"),
+        ("OIDC_GITHUB_ISSUERS", "http://token.actions.githubusercontent.com"),
+        ("OIDC_ACCEPT_GITHUB_OWNER_AUDIENCE", "maybe"),
+        ("ORGSYNC_RESYNC_INTERVAL", "soon"),
+        ("ORGSYNC_RESYNC_INTERVAL", "5"),
+        ("ORGSYNC_MAX_REMOVAL_FRACTION", "1.5"),
+        ("ORGSYNC_MAX_REMOVAL_FRACTION", "0"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: value})
+    assert info.value.variable == variable and variable in str(info.value)
