@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 import jwt
 import redis as redis_lib
@@ -248,7 +248,7 @@ class VerifiedToken:
 ClaimCheck = Callable[[Any], bool]
 
 
-def _is_str(value: Any) -> bool:
+def _is_str(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= 1024
 
 
