@@ -15,7 +15,12 @@ MAX_BODY = 25 * 1024 * 1024
 
 _BLUEPRINTS = (
     "webhooks.health",
+    "webhooks.github",
+    "webhooks.gitlab",
+    "webhooks.logins",
     "webhooks.oidc_api",
+    "webhooks.api",
+    "webhooks.observability",
 )
 
 
