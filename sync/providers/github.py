@@ -23,6 +23,7 @@ import os
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -111,6 +112,16 @@ def _read_private_key(private_key: str | None) -> str | None:
         with open(private_key, encoding="utf-8") as fh:
             return fh.read()
     return private_key
+
+
+@contextmanager
+def _parsing(what: str) -> Iterator[None]:
+    """A 2xx whose JSON lacks the fields we read is GitHub misbehaving, not a
+    crash in our code: report it as a provider error."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProviderError(f"GitHub's answer for {what} is malformed") from exc
 
 
 def _now() -> datetime:
@@ -212,13 +223,14 @@ class GitHubProvider:
             resp = self._send(self._base, "GET", f"/organizations/{int(org_id)}")
         self._check(resp, who="installation", what=f"organization {org_id}")
         data = resp.json()
-        return ProviderOrg(
-            provider="github",
-            org_id=int(data["id"]),
-            login=str(data["login"]),
-            name=data.get("name"),
-            installation_id=self.installation_id,
-        )
+        with _parsing(f"organization {org_id}"):
+            return ProviderOrg(
+                provider="github",
+                org_id=int(data["id"]),
+                login=str(data["login"]),
+                name=data.get("name"),
+                installation_id=self.installation_id,
+            )
 
     def find_installation(self, org_login: str) -> int | None:
         """The app's installation id on an org, or None if not installed."""
@@ -230,7 +242,9 @@ class GitHubProvider:
         if resp.status == 404:
             return None
         self._check(resp, who="app", what=f"installation of {org_login}")
-        return int(resp.json()["id"])
+        data = resp.json()
+        with _parsing(f"installation of {org_login}"):
+            return int(data["id"])
 
     def iter_roster(self, org: ProviderOrg, cache: PageCache | None = None) -> Iterator[RosterPage]:
         installation_id = self._installation_of(org)
@@ -260,15 +274,16 @@ class GitHubProvider:
                 data = resp.json()
                 if not isinstance(data, list):
                     raise TransientProviderError("GitHub roster page is not a list")
-                members = [
-                    ProviderMember(
-                        provider_user_id=int(item["id"]),
-                        login=str(item["login"]),
-                        role=github_role(role),
-                        raw_role=role,
-                    )
-                    for item in data
-                ]
+                with _parsing(f"members of {org.login}"):
+                    members = [
+                        ProviderMember(
+                            provider_user_id=int(item["id"]),
+                            login=str(item["login"]),
+                            role=github_role(role),
+                            raw_role=role,
+                        )
+                        for item in data
+                    ]
                 etag = resp.headers.get("etag")
                 if cache is not None and etag:
                     cache.put(url, CachedPage(etag=etag, members=members))
@@ -307,7 +322,8 @@ class GitHubProvider:
             requester.close()
         self._check(resp, who="user", what="the token's user")
         data = resp.json()
-        return ProviderUser(provider_user_id=int(data["id"]), login=str(data["login"]))
+        with _parsing("the token's user"):
+            return ProviderUser(provider_user_id=int(data["id"]), login=str(data["login"]))
 
     def iter_token_orgs(self, access_token: str) -> Iterator[TokenOrg]:
         requester = self._base.withAuth(Auth.Token(access_token))
@@ -319,12 +335,19 @@ class GitHubProvider:
                 data = resp.json()
                 if not isinstance(data, list):
                     raise TransientProviderError("GitHub membership list is not a list")
-                for item in data:
-                    org = item.get("organization") or {}
-                    yield TokenOrg(
-                        org=ProviderOrg(provider="github", org_id=int(org["id"]), login=str(org["login"])),
-                        role=github_role(item.get("role"), item.get("state")),
-                    )
+                with _parsing("the token's organizations"):
+                    orgs = [
+                        TokenOrg(
+                            org=ProviderOrg(
+                                provider="github",
+                                org_id=int(item["organization"]["id"]),
+                                login=str(item["organization"]["login"]),
+                            ),
+                            role=github_role(item.get("role"), item.get("state")),
+                        )
+                        for item in data
+                    ]
+                yield from orgs
                 url = self._checked_next(_next_link(resp.headers))
         finally:
             requester.close()
@@ -341,13 +364,14 @@ class GitHubProvider:
             return None
         self._check(resp, who="installation", what=f"membership of {login} in {org_login}")
         data = resp.json()
-        user = data.get("user") or {}
-        # The login may now belong to a different account (renamed, then
-        # taken): identity is the numeric id, never the login.
-        if int(user.get("id", -1)) != user_id:
-            return None
-        role = data.get("role")
-        state = data.get("state")
+        with _parsing(f"membership of {login}"):
+            user = data.get("user") or {}
+            # The login may now belong to a different account (renamed, then
+            # taken): identity is the numeric id, never the login.
+            if int(user.get("id", -1)) != user_id:
+                return None
+            role = data.get("role")
+            state = data.get("state")
         raw = str(role or "") if state in (None, "active") else f"{state}:{role}"
         return ProviderMember(
             provider_user_id=user_id,
@@ -361,14 +385,18 @@ class GitHubProvider:
         if resp.status == 404:
             return None
         self._check(resp, who="installation", what=f"user {user_id}")
-        return str(resp.json()["login"])
+        data = resp.json()
+        with _parsing(f"user {user_id}"):
+            return str(data["login"])
 
     def _current_org_login(self, installation_id: int, org: ProviderOrg) -> str:
         resp = self._installation_get(installation_id, f"/organizations/{org.org_id}")
         # An org that is gone is not the same as "not a member": let the
         # caller disconnect the workspace instead of emptying its roster.
         self._check(resp, who="installation", what=f"organization {org.org_id}")
-        return str(resp.json()["login"])
+        data = resp.json()
+        with _parsing(f"organization {org.org_id}"):
+            return str(data["login"])
 
     def _installation_of(self, org: ProviderOrg) -> int:
         installation_id = org.installation_id if org.installation_id is not None else self.installation_id
