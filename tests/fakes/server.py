@@ -14,11 +14,18 @@ import threading
 from typing import Any
 
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 
 from tests.fakes.github_server import FakeGitHub
 from tests.fakes.gitlab_server import FakeGitLab
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: benchmarks push hundreds of thousands of requests."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _not_found(environ: dict[str, Any], start_response: Any) -> Any:
@@ -33,7 +40,7 @@ class FakeProviderServer:
         self.github = github or FakeGitHub()
         self.gitlab = gitlab or FakeGitLab()
         app = DispatcherMiddleware(_not_found, {"/gh": self.github.wsgi, "/gl": self.gitlab.wsgi})
-        self._server = make_server(host, port, app, threaded=True)
+        self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
         self.host = host
         self.port = self._server.server_port
         self._thread: threading.Thread | None = None
@@ -51,7 +58,9 @@ class FakeProviderServer:
         return f"{self.base_url}/gl"
 
     def start(self) -> "FakeProviderServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
