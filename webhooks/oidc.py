@@ -130,6 +130,12 @@ class TokenReplayed(OidcError):
     error = "token_replayed"
     default_message = "This token has already been used."
 
+    def __init__(self, verified: VerifiedToken | None = None) -> None:
+        super().__init__()
+        # The token verified, so its owner is known: the replay attempt is
+        # worth an entry on that workspace (see record_refusal).
+        self.verified = verified
+
 
 class NoWorkspace(OidcError):
     status = 404
@@ -602,7 +608,7 @@ class OidcVerifier:
             raise InvalidToken(_reason_for(exc)) from None
 
         self._check_claims(provider, claims)
-        self._spend_jti(issuer, claims)
+        self._spend_jti(provider, issuer, claims)
         return VerifiedToken(provider=provider, claims=claims)
 
     def _check_claims(self, provider: OidcProvider, claims: dict[str, Any]) -> None:
@@ -621,15 +627,28 @@ class OidcVerifier:
         if not isinstance(aud, str) or aud not in _accepted_audiences(self.settings, provider, claims):
             raise InvalidToken("wrong_audience")
 
-    def _spend_jti(self, issuer: str, claims: Mapping[str, Any]) -> None:
+    @staticmethod
+    def _jti_key(issuer: str, jti: str) -> str:
+        # Hashed: the jti is issuer-chosen text of any length.
+        return f"{_REDIS_PREFIX}:jti:" + hashlib.sha256(f"{issuer}\0{jti}".encode()).hexdigest()
+
+    def _spend_jti(self, provider: OidcProvider, issuer: str, claims: Mapping[str, Any]) -> None:
         # A stolen token (CI logs, a compromised step) must not be usable a
         # second time. SET NX is atomic, so of two concurrent requests with one
         # token exactly one wins. The mark lives until the token could no
         # longer pass the exp check anyway (exp + leeway).
-        digest = hashlib.sha256(f"{issuer}\0{claims['jti']}".encode()).hexdigest()
         ttl = max(1, math.ceil(claims["exp"] + self.settings.leeway - time.time()))
-        if not self._redis.set(f"{_REDIS_PREFIX}:jti:{digest}", "1", nx=True, ex=ttl):
-            raise TokenReplayed()
+        if not self._redis.set(self._jti_key(issuer, claims["jti"]), "1", nx=True, ex=ttl):
+            raise TokenReplayed(VerifiedToken(provider=provider, claims=claims))
+
+    def release(self, verified: VerifiedToken) -> None:
+        """Give a spent ``jti`` back after a failure on our side (GitLab API or
+        Redis down), so the job can retry: GitLab CI hands a job one fixed ID
+        token, and it is no replay to retry what we failed to answer."""
+        try:
+            self._redis.delete(self._jti_key(verified.issuer, verified.jti))
+        except redis_lib.RedisError:
+            log.warning("oidc: could not release a jti after a failure")
 
 
 # --------------------------------------------------------------------------
@@ -714,6 +733,31 @@ def _activity_details(verified: VerifiedToken, reason: str | None = None) -> dic
     if reason is not None:
         details["reason"] = reason
     return details
+
+
+def record_refusal(
+    session: Any,
+    verified: VerifiedToken,
+    refusal: OidcError,
+    resolver: NamespaceResolver | None = None,
+    redis: redis_lib.Redis | None = None,
+) -> bool:
+    """Log a refusal that happened after the token verified (a replay) on its
+    owner's workspace, if there is one. Returns whether an entry was made."""
+    from models import store
+
+    workspace = find_tenant(session, verified, resolver, redis)
+    if workspace is None:
+        return False
+    store.log_activity(
+        session,
+        workspace.id,
+        f"ci:{verified.provider}",
+        "oidc.refused",
+        subject=verified.repository,
+        details=_activity_details(verified, refusal.error),
+    )
+    return True
 
 
 def resolve_tenant(

@@ -22,6 +22,8 @@ from webhooks.oidc import (
     OidcSettings,
     OidcUnavailable,
     OidcVerifier,
+    TokenReplayed,
+    record_refusal,
     resolve_tenant,
 )
 from webhooks.services import services
@@ -114,6 +116,18 @@ def _read_request() -> tuple[str, str | None]:
     return token, workspace
 
 
+def _record_replay(app: Flask, exc: TokenReplayed) -> None:
+    """A replayed token is someone else holding a CI credential: tell the
+    tenant through its activity. Best effort: the answer is 401 either way."""
+    assert exc.verified is not None
+    rt = services()
+    try:
+        with rt.session() as session:
+            record_refusal(session, exc.verified, exc, get_resolver(app), rt.redis)
+    except (OidcError, redis_lib.RedisError):
+        pass
+
+
 @bp.post("/v1/oidc/resolve")
 def resolve() -> Any:
     try:
@@ -130,6 +144,8 @@ def resolve() -> Any:
         verified = get_verifier(app).verify(token)
     except OidcError as exc:
         log.info("oidc: token refused: %s %s", exc.error, exc.reason or "")
+        if isinstance(exc, TokenReplayed) and exc.verified is not None:
+            _record_replay(app, exc)
         return _error(exc)
     del token  # nothing below needs it; keep it out of any later traceback
 
@@ -148,6 +164,8 @@ def resolve() -> Any:
                 refusal = exc
     except redis_lib.RedisError:
         refusal = OidcUnavailable()
+    if isinstance(refusal, OidcUnavailable):
+        get_verifier(app).release(verified)
     if refusal is not None:
         return _error(refusal)
     return jsonify(result)

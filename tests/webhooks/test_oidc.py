@@ -26,13 +26,14 @@ import responses
 from models import store
 from models.base import Base
 from models.config import Settings
-from sync.errors import NotFound
+from sync.errors import NotFound, TransientProviderError
 from sync.providers.base import ProviderOrg
 from tests.fakes.issuer import DROP, GITHUB_ISSUER, GITLAB_ISSUER, FakeIssuer, b64url
 from webhooks.app import create_app
 from webhooks.oidc import (
     InvalidToken,
     OidcSettings,
+    OidcUnavailable,
     OidcVerifier,
     TokenReplayed,
 )
@@ -51,9 +52,12 @@ class FakeNamespaceResolver:
     def __init__(self, roots: dict[int, ProviderOrg]) -> None:
         self.roots = roots
         self.calls: list[int] = []
+        self.down: set[int] = set()
 
     def get_top_level_group(self, namespace_id: int) -> ProviderOrg:
         self.calls.append(namespace_id)
+        if namespace_id in self.down:
+            raise TransientProviderError("GitLab answered 502")
         try:
             return self.roots[namespace_id]
         except KeyError:
@@ -416,6 +420,37 @@ def test_leeway_and_optional_nbf(world: World, mint: Mint, label: str) -> None:
     assert resp.get_json()["workspace"]["id"] == world.ws[label]
 
 
+def test_keys_named_in_the_token_header_are_never_used(world: World) -> None:
+    attacker = FakeIssuer.new_key(kid="attacker")
+    token = world.github.mint(
+        signing_key=attacker,
+        headers={"jku": "https://evil.example/jwks", "jwk": attacker.public_jwk, "x5u": "https://evil.example/c"},
+    )
+    assert_error(world.post(token), 401, "invalid_token", "unknown_key")
+    assert all("evil.example" not in (call.request.url or "") for call in world.rsps.calls)
+
+
+def test_gitlab_api_down_is_503_and_the_same_token_can_retry(world: World) -> None:
+    world.resolver.roots[74] = GITLAB_ACME
+    world.resolver.down.add(74)
+    token = world.gitlab.mint(namespace_id="74", namespace_path="acme/ops")
+    assert_error(world.post(token), 503, "unavailable")
+    world.resolver.down.clear()
+    assert world.post(token).status_code == 200
+    assert_error(world.post(token), 401, "token_replayed")
+
+
+def test_redis_down_fails_closed(rsps: responses.RequestsMock) -> None:
+    github = FakeIssuer(rsps, GITHUB_ISSUER, "github")
+    server = fakeredis.FakeServer()
+    server.connected = False  # every command raises ConnectionError
+    down = fakeredis.FakeRedis(server=server)
+    verifier = OidcVerifier(OidcSettings(), down, requests.Session())
+    with pytest.raises(OidcUnavailable) as caught:
+        verifier.verify(github.mint())
+    assert (caught.value.status, caught.value.error) == (503, "unavailable")
+
+
 @pytest.mark.parametrize(
     "iss",
     ["https://evil.example", GITLAB_ISSUER + "/", "http://gitlab.com", "https://token.actions.githubusercontent.com.evil.example"],
@@ -522,6 +557,13 @@ def test_same_token_twice(world: World) -> None:
     # Through the header it is the same token.
     resp = world.app.test_client().post(RESOLVE, headers={"Authorization": f"Bearer {token}"})
     assert_error(resp, 401, "token_replayed")
+    # The tenant sees the replay attempts in its activity.
+    entries = world.activity("acme")
+    assert [(e["action"], e["details"].get("reason")) for e in entries] == [
+        ("oidc.resolved", None),
+        ("oidc.refused", "token_replayed"),
+        ("oidc.refused", "token_replayed"),
+    ]
 
 
 def test_same_jti_in_a_different_token_is_replayed(world: World) -> None:
