@@ -110,7 +110,7 @@ def log_activities(session: Session, entries: Sequence[ActivityEntry]) -> list[i
     ]
     for start in range(0, len(rows), 5000):
         session.execute(insert(Activity), rows[start : start + 5000])
-    return [r["seq"] for r in rows]
+    return list(range(first, first + len(rows)))
 
 
 def list_activity(

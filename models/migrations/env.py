@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import pool
+from sqlalchemy.engine import Connection
 
 import models.tables  # noqa: F401  (registers the tables on Base.metadata)
 from models.base import Base, make_engine
@@ -33,7 +34,7 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     # Batch mode: SQLite cannot ALTER most things in place.
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
