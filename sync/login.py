@@ -1,0 +1,133 @@
+"""Login sync (``POST /v1/logins``): the user's own memberships, from their token.
+
+All provider reads happen first; then one transaction creates the account
+(and its personal workspace) on first login, creates provider workspaces for
+orgs nobody connected yet (this user connects them and owns them), sets this
+user's roster entries and removes them from that provider's orgs no longer
+listed. A provider failure therefore changes nothing.
+
+The access token is a parameter of this call only: it is never stored,
+logged or put in an error message.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select, update
+
+from models import store
+from models.tables import Activity, RosterEntry, Workspace
+from sync.apply import apply_plan, lock_workspace
+from sync.context import SyncContext, close_provider
+from sync.providers.base import ProviderMember, TokenOrg
+from sync.roster import Plan, StoredMember, plan_member
+
+log = logging.getLogger(__name__)
+
+_RANK = {"admin": 3, "member": 2, "billing": 1}
+PROVIDERS = ("github", "gitlab")
+
+
+def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, Any]:
+    """Sync one user's memberships from their OAuth token.
+
+    Returns ``{"user": {"id", "username"}, "workspaces": [{"id", "name",
+    "kind", "role"}]}``. Raises ``InvalidUserToken`` (token rejected: 401),
+    ``TransientProviderError`` / ``RateLimited`` (provider down: 503, nothing
+    changed), other ``ProviderError`` (unusable answer), ``ValueError`` for an
+    unknown provider name.
+    """
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}")
+    adapter = ctx.provider_for(provider, None)
+    try:
+        me = adapter.get_token_user(access_token)
+        listed = _listed_orgs(adapter.iter_token_orgs(access_token))
+    finally:
+        close_provider(adapter)
+    uid = me.provider_user_id
+
+    with ctx.session() as s:
+        ident = store.get_identity(s, provider, uid)
+        if ident is not None:
+            actor = f"login:{ident.user_id}"
+            user, created = store.get_or_create_user_for_identity(s, provider, uid, me.login, actor=actor)
+        else:
+            # The actor is "login:<user id>", but the id exists only once the
+            # store has created the user: log under a one-off placeholder and
+            # relabel those entries in this same transaction.
+            placeholder = f"login:new-{secrets.token_hex(8)}"
+            user, created = store.get_or_create_user_for_identity(
+                s, provider, uid, me.login, actor=placeholder
+            )
+            actor = f"login:{user.id}"
+            s.execute(update(Activity).where(Activity.actor == placeholder).values(actor=actor))
+
+        added = removed = changed = 0
+        # Sorted by org id: concurrent logins lock workspaces in one order.
+        for org_id in sorted(listed):
+            token_org = listed[org_id]
+            ws = store.get_provider_workspace(s, provider, org_id)
+            if ws is None:
+                ws = store.create_provider_workspace(
+                    s, provider, org_id, token_org.org.login, actor=actor, owner=user,
+                    installation_id=token_org.org.installation_id,
+                )
+            else:
+                ws = lock_workspace(s, ws.id)
+                if token_org.org.login and token_org.org.login != ws.provider_org_login:
+                    # The provider named the org by its id: a rename to follow.
+                    store.rename_provider_workspace(s, ws, token_org.org.login, actor=actor)
+            entry = s.get(RosterEntry, (ws.id, uid))
+            stored = StoredMember(uid, entry.login, entry.role) if entry is not None else None
+            assert token_org.role is not None  # _listed_orgs keeps only orgs that give access
+            p = plan_member(stored, uid, ProviderMember(uid, me.login, token_org.role))
+            a, r, c = apply_plan(s, ws, p, actor=actor)
+            added, removed, changed = added + a, removed + r, changed + c
+
+        # Orgs of this provider where the roster still lists the user but the
+        # token no longer does: they left (or lost access).
+        stale = s.scalars(
+            select(Workspace.id)
+            .join(RosterEntry, RosterEntry.workspace_id == Workspace.id)
+            .where(
+                Workspace.provider == provider,
+                Workspace.kind == "provider",
+                RosterEntry.provider_user_id == uid,
+                Workspace.provider_org_id.not_in(list(listed) or [-1]),
+            )
+            .order_by(Workspace.provider_org_id)
+        ).all()
+        for ws_id in stale:
+            ws = lock_workspace(s, ws_id)
+            _, r, _ = apply_plan(s, ws, Plan(removals=(uid,)), actor=actor)
+            removed += r
+
+        s.flush()
+        workspaces = [
+            {"id": ws.id, "name": ws.name, "kind": ws.kind, "role": role}
+            for ws, role in store.user_workspaces(s, user)
+        ]
+        result = {"user": {"id": user.id, "username": user.username}, "workspaces": workspaces}
+    log.info(
+        "login sync of %s user %s (%s): %d orgs listed, +%d -%d ~%d%s",
+        provider, user.id, uid, len(listed), added, removed, changed,
+        " (new account)" if created else "",
+    )
+    return result
+
+
+def _listed_orgs(orgs: Iterable[TokenOrg]) -> dict[int, TokenOrg]:
+    """Orgs that give the user access, one per id (the higher role wins if a
+    paginated listing repeats one)."""
+    listed: dict[int, TokenOrg] = {}
+    for t in orgs:
+        if t.role is None:
+            continue  # pending invitation and the like: no access
+        held = listed.get(t.org.org_id)
+        if held is None or _RANK.get(t.role, 0) > _RANK.get(held.role or "", 0):
+            listed[t.org.org_id] = t
+    return listed

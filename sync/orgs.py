@@ -1,0 +1,379 @@
+"""Full and targeted org syncs (SPEC section 6), and the webhook helpers.
+
+Shape of every sync:
+1. a short transaction opens a ``SyncRun`` (its id is the actor of every
+   change, ``sync:<run id>``) and snapshots what the provider call needs;
+2. the provider is read with no transaction open (a 1,000-page roster walk
+   must not pin a database connection or hold a lock);
+3. one transaction re-loads the stored roster under the workspace's row lock,
+   plans, applies with bulk statements, and records the run.
+
+Failure rules (each covered by tests/sync/test_full_sync.py):
+- A listing that stops part way (5xx, timeout, rate limit, revoked token)
+  applies NOTHING, neither removals nor the adds and role changes seen so
+  far: the run records why and how many pages were read; the next sync
+  (RQ retry, reschedule or cron) reads the whole org again. Pages fetched
+  before the failure are kept in the ETag cache, so that retry is cheap.
+- ``RateLimited``: run ``rate_limited`` with ``reset_at`` in its details, then
+  re-raised for the job layer to reschedule. Never slept on here.
+- ``TransientProviderError``: run ``failed``, re-raised (RQ retries).
+- ``AuthBroken`` (and the org not being found with our credentials): the
+  workspace link is marked broken, run ``auth_broken``, roster untouched,
+  returned normally (retrying cannot fix credentials).
+- Other ``ProviderError``: run ``failed``, returned normally.
+- Mass removal: run ``held``, nothing at all applied, until ``force=True``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from models import store
+from models.errors import InvalidState
+from models.tables import RosterEntry, Workspace, utcnow
+from sync.apply import (
+    DbPageCache,
+    RunOutcome,
+    apply_plan,
+    finish_run,
+    load_stored_roster,
+    lock_workspace,
+    open_run,
+)
+from sync.context import SyncContext, close_provider
+from sync.errors import AuthBroken, NotFound, ProviderError, RateLimited, TransientProviderError
+from sync.providers.base import Provider, ProviderMember, ProviderOrg
+from sync.roster import StoredMember, plan, plan_member, removal_held
+
+log = logging.getLogger(__name__)
+
+__all__ = ["adopt_installation", "full_sync", "member_sync", "rename_workspace"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a provider read needs, copied out of the session that loaded it."""
+
+    workspace_id: str
+    provider: str
+    org_id: int
+    login: str
+    installation_id: int | None
+
+    def org(self) -> ProviderOrg:
+        return ProviderOrg(
+            provider="github" if self.provider == "github" else "gitlab",
+            org_id=self.org_id,
+            login=self.login,
+            installation_id=self.installation_id,
+        )
+
+
+def _target(ws: Workspace) -> _Target:
+    if ws.kind != "provider" or ws.provider is None or ws.provider_org_id is None:
+        raise InvalidState(f"workspace {ws.name!r} is not connected to a provider org")
+    return _Target(ws.id, ws.provider, int(ws.provider_org_id), ws.provider_org_login or "",
+                   ws.installation_id)
+
+
+def _skip_reason(ws: Workspace) -> tuple[str, str] | None:
+    """(code, sentence) when this workspace must not be synced now."""
+    if ws.status == "disconnected":
+        # Roster-derived access has ended; a sync would only churn a roster
+        # nobody can use. Reconnecting triggers a full sync.
+        return "disconnected", f"workspace {ws.name!r} is disconnected"
+    if ws.status == "suspended":
+        # GitHub refuses tokens for a suspended installation anyway.
+        return "suspended", f"workspace {ws.name!r} is suspended"
+    if ws.provider == "github" and ws.installation_id is None:
+        return (
+            "no_installation",
+            (
+                f"the GitHub App is not installed on {ws.provider_org_login}: "
+                "membership changes only when members log in"
+            ),
+        )
+    return None
+
+
+def _counts(provider: Provider, base: tuple[int, int]) -> tuple[int, int]:
+    return provider.api_calls - base[0], provider.not_modified - base[1]
+
+
+# --------------------------------------------------------------------------- full sync
+
+
+def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool = False) -> dict[str, Any]:
+    """Re-read the whole org and bring the stored roster in line.
+
+    Returns the sync-run dict (``models.store.sync_run_to_dict``). Raises
+    ``RateLimited`` and ``TransientProviderError`` (after recording the run)
+    for the job layer to reschedule or retry; ``WorkspaceNotFound`` and
+    ``InvalidState`` (not a provider workspace) are permanent.
+    """
+    with ctx.session() as s:
+        ws = store.get_workspace(s, workspace_id)
+        target = _target(ws)
+        run_id = open_run(s, ws, kind="full", trigger=trigger, forced=force).id
+        skip = _skip_reason(ws)
+        if skip is not None:
+            run = finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
+            log.info("full sync of %s skipped: %s", workspace_id, skip[0])
+            return store.sync_run_to_dict(run)
+        # GitLab has no conditional requests on member listings.
+        cache = DbPageCache.load(s, ws.id) if target.provider == "github" else None
+
+    provider = ctx.provider_for(target.provider, target.installation_id)
+    base = (provider.api_calls, provider.not_modified)
+    listing: list[ProviderMember] = []
+    pages = 0
+    try:
+        org = provider.get_org(target.org_id)
+        if org.org_id != target.org_id:
+            raise ProviderError(f"asked for org {target.org_id}, the provider answered {org.org_id}")
+        org = replace(org, installation_id=target.installation_id)
+        # Pages are consumed as they arrive; only the compact members stay.
+        for page in provider.iter_roster(org, cache):
+            pages += 1
+            listing.extend(page.members)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded; _record_failure re-raises
+        calls, not_modified = _counts(provider, base)
+        close_provider(provider)
+        return _record_failure(ctx, target, run_id, exc, cache, calls, not_modified,
+                               {"pages_read": pages, "stage": "roster" if pages else "org"})
+    calls, not_modified = _counts(provider, base)
+    close_provider(provider)
+
+    with ctx.session() as s:
+        ws = lock_workspace(s, workspace_id)
+        actor = f"sync:{run_id}"
+        skip = _skip_reason(ws)
+        if skip is not None:  # disconnected or suspended while we were reading
+            if cache is not None:
+                cache.flush(s, prune=False)
+            run = finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, not_modified=not_modified,
+                                                   error=skip[1], details={"reason": skip[0]}))
+            return store.sync_run_to_dict(run)
+        details: dict[str, Any] = {"pages": pages}
+        old_login = ws.provider_org_login
+        if org.login and org.login != old_login:
+            store.rename_provider_workspace(s, ws, org.login, actor=actor)
+            details["renamed"] = {"from": old_login, "to": org.login}
+        if ws.link_status != "ok":
+            store.mark_link(s, ws, "ok", None, actor=actor)
+        stored = load_stored_roster(s, ws.id)
+        p = plan(stored, listing, complete=True)
+        del listing
+        details.update({"members": p.seen, "stored": len(stored), "login_changes": len(p.login_changes)})
+        fraction = ctx.settings.max_removal_fraction
+        if removal_held(len(stored), len(p.removals), fraction) and not force:
+            details.update({
+                "would_add": len(p.adds),
+                "would_remove": len(p.removals),
+                "would_change": len(p.role_changes),
+                "max_removal_fraction": fraction,
+            })
+            error = (
+                f"would remove {len(p.removals)} of {len(stored)} members (more than "
+                f"{fraction:.0%}); nothing applied until an operator forces the sync"
+            )
+            log.warning("full sync of %s held: %s", workspace_id, error)
+            outcome = RunOutcome("held", api_calls=calls, not_modified=not_modified,
+                                 error=error, details=details)
+        else:
+            added, removed, changed = apply_plan(s, ws, p, actor=actor)
+            ws.last_full_sync_at = utcnow()
+            outcome = RunOutcome("ok", added, removed, changed, calls, not_modified, details=details)
+        if cache is not None:
+            cache.flush(s, prune=True)
+        run = finish_run(s, run_id, outcome)
+        log.info("full sync of %s: %s +%d -%d ~%d (%d calls, %d not modified)", workspace_id,
+                 run.result, run.added, run.removed, run.changed, calls, not_modified)
+        return store.sync_run_to_dict(run)
+
+
+def _record_failure(
+    ctx: SyncContext,
+    target: _Target,
+    run_id: int,
+    exc: Exception,
+    cache: DbPageCache | None,
+    calls: int,
+    not_modified: int,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """Record a run that could not read the provider; re-raise what the job
+    layer must act on (rate limit, transient error, anything unexpected)."""
+    broken = False
+    if isinstance(exc, RateLimited):
+        result = "rate_limited"
+        details = {**details, "reset_at": exc.reset_at.isoformat(), "secondary": exc.secondary}
+    elif isinstance(exc, AuthBroken | NotFound):
+        # A 404 for the org itself, read with our own credentials: either the
+        # org is gone (its deletion webhook disconnects it) or we lost sight
+        # of it. Either way the roster stays as it is and status says why.
+        result, broken = "auth_broken", True
+    else:
+        result = "failed"
+    reraise = not isinstance(exc, ProviderError) or isinstance(exc, RateLimited | TransientProviderError)
+    message = str(exc) if isinstance(exc, ProviderError) else f"unexpected error: {type(exc).__name__}"
+    outcome = RunOutcome(result, api_calls=calls, not_modified=not_modified, error=message,
+                         details={**details, "error_type": type(exc).__name__})
+    try:
+        with ctx.session() as s:
+            ws = lock_workspace(s, target.workspace_id)
+            if broken:
+                store.mark_link(s, ws, "broken", message, actor=f"sync:{run_id}")
+            if cache is not None:
+                cache.flush(s, prune=False)
+            run = finish_run(s, run_id, outcome)
+            recorded = store.sync_run_to_dict(run)
+    except Exception:
+        if reraise:
+            # The provider error is what the job layer must see; the failed
+            # bookkeeping is logged, not allowed to mask it.
+            log.exception("could not record sync run %s", run_id)
+            raise exc from None
+        raise
+    log.warning("sync run %s of %s: %s (%s)", run_id, target.workspace_id, result, message)
+    if reraise:
+        raise exc
+    return recorded
+
+
+# --------------------------------------------------------------------------- one member
+
+
+def member_sync(
+    ctx: SyncContext,
+    workspace_id: str,
+    provider_user_id: int,
+    login: str | None,
+    *,
+    trigger: str,
+) -> dict[str, Any]:
+    """Re-read one member (a membership webhook is only a hint) and add,
+    update or remove just that roster entry.
+
+    Same errors as ``full_sync``: ``RateLimited`` and
+    ``TransientProviderError`` are recorded and re-raised.
+    """
+    uid = int(provider_user_id)
+    with ctx.session() as s:
+        ws = store.get_workspace(s, workspace_id)
+        target = _target(ws)
+        run_id = open_run(s, ws, kind="member", trigger=trigger).id
+        skip = _skip_reason(ws)
+        if skip is not None:
+            run = finish_run(s, run_id, RunOutcome("skipped", error=skip[1],
+                                                   details={"reason": skip[0], "provider_user_id": uid}))
+            return store.sync_run_to_dict(run)
+        if not login:
+            entry = s.get(RosterEntry, (ws.id, uid))
+            ident = store.get_identity(s, target.provider, uid)
+            login = entry.login if entry is not None else (ident.login if ident is not None else None)
+
+    provider = ctx.provider_for(target.provider, target.installation_id)
+    base = (provider.api_calls, provider.not_modified)
+    try:
+        current = provider.get_member(target.org(), uid, login)
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised when the job must act
+        calls, not_modified = _counts(provider, base)
+        close_provider(provider)
+        return _record_failure(ctx, target, run_id, exc, None, calls, not_modified,
+                               {"provider_user_id": uid, "stage": "member"})
+    calls, not_modified = _counts(provider, base)
+    close_provider(provider)
+
+    with ctx.session() as s:
+        ws = lock_workspace(s, workspace_id)
+        skip = _skip_reason(ws)
+        if skip is not None:
+            run = finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
+                                                   details={"reason": skip[0], "provider_user_id": uid}))
+            return store.sync_run_to_dict(run)
+        entry = s.get(RosterEntry, (ws.id, uid), populate_existing=True)
+        stored = StoredMember(uid, entry.login, entry.role) if entry is not None else None
+        p = plan_member(stored, uid, current)
+        added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}")
+        details = {
+            "provider_user_id": uid,
+            "member": current is not None and current.role is not None,
+            "role": current.role if current is not None else None,
+            "login": current.login if current is not None else login,
+        }
+        run = finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
+                                               details=details))
+        return store.sync_run_to_dict(run)
+
+
+# --------------------------------------------------------------------------- webhook helpers
+
+
+def rename_workspace(
+    ctx: SyncContext, workspace_id: str, *, trigger: str, new_login: str | None = None
+) -> dict[str, Any]:
+    """Follow an org/group rename: the webhook's new name is only a hint, the
+    org is re-read by its immutable id (a path can be re-taken by anyone).
+
+    ``new_login`` is used only when the org cannot be read with our
+    credentials (GitHub without the app still reads the public profile).
+    Returns ``models.store.workspace_to_dict``. Raises ``RateLimited`` /
+    ``TransientProviderError``; ``AuthBroken`` marks the link broken.
+    """
+    with ctx.session() as s:
+        target = _target(store.get_workspace(s, workspace_id))
+    provider = ctx.provider_for(target.provider, target.installation_id)
+    broken: str | None = None
+    try:
+        current: str | None = provider.get_org(target.org_id).login
+    except (AuthBroken, NotFound) as exc:
+        current, broken = new_login, str(exc)
+    finally:
+        close_provider(provider)
+    with ctx.session() as s:
+        ws = lock_workspace(s, workspace_id)
+        if broken is not None:
+            store.mark_link(s, ws, "broken", broken, actor=trigger)
+        if current and current != ws.provider_org_login:
+            store.rename_provider_workspace(s, ws, current, actor=trigger)
+        return store.workspace_to_dict(ws)
+
+
+def adopt_installation(
+    ctx: SyncContext,
+    installation_id: int,
+    account_id: int,
+    account_login: str,
+    sender_id: int | None,
+    *,
+    trigger: str,
+) -> dict[str, Any]:
+    """Take on a GitHub App installation, known or not, then sync the org fully.
+
+    Unknown org: the provider workspace is created; its owner is the
+    installing user when they have an account, else they become owner at
+    their first login (pending owner). Known org: the installation id is
+    (re)attached and the workspace reconnected. Returns the full sync's run
+    dict plus ``"adopted": bool`` (a workspace was created). Raises what
+    ``full_sync`` raises.
+    """
+    with ctx.session() as s:
+        ws = store.get_provider_workspace(s, "github", int(account_id))
+        adopted = ws is None
+        if ws is None:
+            ws = store.create_provider_workspace(
+                s, "github", int(account_id), account_login, actor=trigger,
+                installation_id=int(installation_id),
+                pending_owner_provider_user_id=int(sender_id) if sender_id is not None else None,
+            )
+        elif (
+            ws.installation_id != int(installation_id)
+            or ws.link_status != "ok"
+            or ws.status == "disconnected"
+        ):
+            store.reconnect(s, ws, actor=trigger, installation_id=int(installation_id))
+        workspace_id = ws.id
+    result = full_sync(ctx, workspace_id, trigger=trigger)
+    return {**result, "adopted": adopted}
