@@ -1,0 +1,562 @@
+"""Delivery → action: what a recorded webhook delivery makes the service do.
+
+Runs in the delivery job, never in the web request (which only verifies,
+records and queues). Webhooks are hints: a membership event re-reads that one
+member from the provider, a structural event queues a full sync, and the
+provider's current answer decides, so deliveries that arrive late, twice or
+out of order cannot leave a wrong roster behind.
+
+``triage`` is the cheap part, run by the web view too: it decides from the
+payload and the store alone (no provider calls) whether a delivery needs a
+job at all, so the queue is not flooded by events nobody acts on.
+
+Routing (SPEC section 6)::
+
+    GitHub
+      installation.created / unsuspend / new_permissions_accepted
+                                    → (unsuspend, reconnect) + full sync
+      installation.deleted          → disconnect
+      installation.suspend          → suspend
+      installation_target.renamed   → rename + full sync
+      organization.renamed          → rename + full sync
+      organization.deleted          → disconnect
+      organization.member_added / member_removed
+                                    → re-read that member (member_sync)
+      organization.member_invited   → recorded; no access until accepted
+      github_app_authorization.revoked
+                                    → recorded; no stored state depends on it
+      any event naming an installation the store does not know
+                                    → adopt it (workspace + full sync)
+      everything else               → ignored
+    GitLab (Member Hook / Subgroup Hook / System Hook)
+      user_add_to_group / user_update_for_group / user_remove_from_group
+                                    → re-read that member (member_sync)
+      group_rename                  → rename + full sync
+      group_destroy                 → disconnect
+      user_rename                   → relabel the user's identity and roster logins
+      user_destroy                  → remove the user id from every GitLab roster
+      a group the store does not hold (subgroups: not mirrored) → ignored
+      everything else               → ignored
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypedDict
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import deliveries, store
+from models.errors import DeliveryNotFound, StoreError
+from models.tables import Activity, Delivery, RosterEntry, Workspace
+from sync.apply import lock_workspace
+from sync.context import SyncContext
+from sync.errors import ProviderError, RateLimited, TransientProviderError
+
+
+class Enqueuer(Protocol):
+    """How event handling asks for more work without knowing about RQ.
+
+    The worker passes one backed by worker.queues (a full sync already queued
+    for the workspace absorbs the new trigger); tests may pass a list."""
+
+    def full_sync(self, workspace_id: str, trigger: str) -> None: ...
+
+
+# --------------------------------------------------------------------------- payloads
+# Only the fields read here; real deliveries carry many more, which are ignored.
+
+
+class Account(TypedDict, total=False):
+    id: int
+    login: str
+    type: str  # "Organization" | "User" | "Enterprise"
+
+
+class Installation(TypedDict, total=False):
+    id: int
+    account: Account
+    target_type: str
+
+
+class OrgMembership(TypedDict, total=False):
+    user: Account
+    role: str
+    state: str
+
+
+class GitHubPayload(TypedDict, total=False):
+    action: str
+    installation: Installation
+    organization: Account
+    account: Account  # installation_target events name the renamed account here
+    membership: OrgMembership
+    sender: Account
+
+
+class GitLabPayload(TypedDict, total=False):
+    event_name: str
+    object_kind: str
+    group_id: int
+    parent_group_id: int | None
+    full_path: str
+    path: str
+    user_id: int
+    user_username: str
+    username: str
+
+
+GITHUB_STRUCTURAL = {
+    ("installation", "created"),
+    ("installation", "unsuspend"),
+    ("installation", "new_permissions_accepted"),
+    ("installation_target", "renamed"),
+    ("organization", "renamed"),
+}
+GITHUB_DISCONNECT = {("installation", "deleted"), ("organization", "deleted")}
+GITHUB_MEMBER = {("organization", "member_added"), ("organization", "member_removed")}
+GITHUB_ACTED_ON = GITHUB_STRUCTURAL | GITHUB_DISCONNECT | GITHUB_MEMBER | {("installation", "suspend")}
+# Never adopt from these: the installation is gone, or cannot be read.
+NO_ADOPTION = {("installation", "deleted"), ("installation", "suspend"), ("organization", "deleted")}
+
+GITLAB_HOOKS = ("Member Hook", "Subgroup Hook", "System Hook")
+GITLAB_MEMBER = ("user_add_to_group", "user_update_for_group", "user_remove_from_group")
+GITLAB_GROUP = ("group_rename", "group_destroy")
+GITLAB_USER = ("user_rename", "user_destroy")
+
+
+def _int(value: Any) -> int | None:
+    # bool is an int subclass; a true/false where an id belongs is not an id.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+# --------------------------------------------------------------------------- triage
+
+
+Decision = Literal["act", "ignore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Triage:
+    decision: Decision
+    reason: str = ""
+    action: str | None = None  # what the job will do, for logs and outcomes
+    workspace_id: str | None = None
+    org_key: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def act(self) -> bool:
+        return self.decision == "act"
+
+
+def _ignore(reason: str, org_key: str | None = None, **details: Any) -> Triage:
+    return Triage("ignore", reason, org_key=org_key, details=details)
+
+
+def github_action(payload: dict[str, Any]) -> str | None:
+    return _str(payload.get("action"))
+
+
+def gitlab_action(payload: dict[str, Any]) -> str | None:
+    # System hooks name the event in event_name; a few newer ones use object_kind.
+    return _str(payload.get("event_name")) or _str(payload.get("object_kind"))
+
+
+@dataclass(frozen=True, slots=True)
+class _GitHubTarget:
+    installation_id: int | None
+    org_id: int | None
+    org_login: str | None
+    is_org: bool
+
+
+def _github_target(event: str, payload: dict[str, Any]) -> _GitHubTarget:
+    inst = _dict(payload.get("installation"))
+    account = _dict(inst.get("account")) or _dict(payload.get("account"))
+    org = _dict(payload.get("organization"))
+    org_id = _int(org.get("id")) or _int(account.get("id"))
+    org_login = _str(org.get("login")) or _str(account.get("login"))
+    # GitHub's own examples disagree on account.type and target_type for org
+    # installations; either saying Organization, or an organization object
+    # in the payload, is enough.
+    is_org = bool(org) or "Organization" in (account.get("type"), inst.get("target_type"))
+    return _GitHubTarget(_int(inst.get("id")), org_id, org_login, is_org)
+
+
+def github_org_key(payload: dict[str, Any]) -> str | None:
+    t = _github_target("", payload)
+    return f"github:{t.org_id}" if t.org_id is not None else None
+
+
+def gitlab_org_key(payload: dict[str, Any]) -> str | None:
+    gid = _int(payload.get("group_id"))
+    return f"gitlab:{gid}" if gid is not None else None
+
+
+def _github_workspace(session: Session, t: _GitHubTarget) -> Workspace | None:
+    if t.installation_id is not None:
+        ws = store.get_workspace_by_installation(session, t.installation_id)
+        if ws is not None:
+            return ws
+    if t.org_id is not None:
+        return store.get_provider_workspace(session, "github", t.org_id)
+    return None
+
+
+def triage_github(session: Session, event: str, payload: dict[str, Any]) -> Triage:
+    action = github_action(payload)
+    key = (event, action or "")
+    t = _github_target(event, payload)
+    org_key = f"github:{t.org_id}" if t.org_id is not None else None
+    if event == "github_app_authorization":
+        # The user revoked their OAuth grant. orgsync never stores user tokens
+        # (login sync uses the token once), and org access follows org
+        # membership, not the grant, so there is nothing to revoke.
+        return _ignore("oauth grant revoked; orgsync stores no user token to revoke", org_key)
+    known = (
+        store.get_workspace_by_installation(session, t.installation_id)
+        if t.installation_id is not None else None
+    )
+    if t.installation_id is not None and known is None and key not in NO_ADOPTION:
+        if t.is_org and t.org_id is not None and t.org_login:
+            return Triage("act", action="adopt_installation", org_key=org_key)
+        if key in GITHUB_ACTED_ON and not t.is_org:
+            return _ignore("installation on a user account, not an organization", org_key)
+    if key == ("organization", "member_invited"):
+        return _ignore("an invitation gives no access until it is accepted", org_key)
+    if key not in GITHUB_ACTED_ON:
+        return _ignore(f"orgsync does not act on {event}{'.' + action if action else ''}", org_key)
+    ws = known or _github_workspace(session, t)
+    if ws is None:
+        return _ignore("no workspace for this organization or installation", org_key)
+    return Triage("act", action=f"{event}.{action}", workspace_id=ws.id, org_key=org_key)
+
+
+def triage_gitlab(session: Session, hook: str, payload: dict[str, Any]) -> Triage:
+    name = gitlab_action(payload) or ""
+    org_key = gitlab_org_key(payload)
+    if hook not in GITLAB_HOOKS:
+        return _ignore(f"orgsync does not act on {hook}", org_key)
+    if name in GITLAB_USER:
+        if _int(payload.get("user_id")) is None:
+            return _ignore("the payload names no user id", org_key)
+        return Triage("act", action=name, org_key=org_key)
+    if name not in GITLAB_MEMBER + GITLAB_GROUP:
+        return _ignore(f"orgsync does not act on {name or 'this event'}", org_key)
+    if payload.get("parent_group_id") is not None:
+        return _ignore("subgroup membership is not mirrored", org_key)
+    group_id = _int(payload.get("group_id"))
+    if group_id is None:
+        return _ignore("the payload names no group id", org_key)
+    ws = store.get_provider_workspace(session, "gitlab", group_id)
+    if ws is None:
+        # Groups are looked up by id, and the store holds top-level groups
+        # only: events of subgroups and of groups nobody connected land here.
+        return _ignore("no workspace for this group (subgroups are not mirrored)", org_key)
+    return Triage("act", action=name, workspace_id=ws.id, org_key=org_key)
+
+
+def triage(session: Session, provider: str, event: str, payload: dict[str, Any]) -> Triage:
+    if provider == "github":
+        return triage_github(session, event, payload)
+    if provider == "gitlab":
+        return triage_gitlab(session, event, payload)
+    return _ignore(f"unknown provider {provider}")
+
+
+# --------------------------------------------------------------------------- processing
+
+
+def _max_seq(session: Session) -> int:
+    return int(session.scalar(select(func.max(Activity.seq))) or 0)
+
+
+def _activity_of(session: Session, actors: list[str], after: int) -> list[int]:
+    """Sequence numbers of the activity entries this delivery caused: its own
+    (actor ``webhook:<id>``) and those of the sync runs it ran inline
+    (actor ``sync:<run id>``, the run's trigger naming this delivery)."""
+    return list(
+        session.scalars(
+            select(Activity.seq)
+            .where(Activity.seq > after, Activity.actor.in_(actors))
+            .order_by(Activity.seq)
+        )
+    )
+
+
+def _run_ids(result: dict[str, Any]) -> list[int]:
+    sync = result.get("sync")
+    if isinstance(sync, dict) and isinstance(sync.get("id"), int):
+        return [sync["id"]]
+    return []
+
+
+def process_delivery(ctx: SyncContext, delivery_id: str, enqueue: Enqueuer) -> str:
+    """Process one recorded delivery; returns its final status.
+
+    Idempotent: a delivery already processed or ignored is left alone (RQ may
+    run a job twice when a sweep re-queues one whose worker was slow).
+    Transient provider errors and RateLimited propagate (RQ retries; the job
+    layer reschedules), after the delivery is marked failed / deferred.
+    Permanent errors mark it failed and stop.
+    """
+    with ctx.session() as s:
+        if not deliveries.mark_processing(s, delivery_id):
+            d = s.get(Delivery, delivery_id)
+            if d is None:
+                raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+            return d.status
+        d = deliveries.get_delivery(s, delivery_id)
+        provider, event, payload_text = d.provider, d.event, d.payload
+        first_seq = _max_seq(s)
+    actor = f"webhook:{delivery_id}"
+    try:
+        payload = json.loads(payload_text)
+    except ValueError as exc:
+        payload = f"not JSON ({exc})"
+    if not isinstance(payload, dict):
+        # The view only records JSON objects; this is a corrupted row.
+        with ctx.session() as s:
+            deliveries.mark_failed(s, delivery_id, "invalid payload: not a JSON object")
+        return deliveries.FAILED
+    try:
+        with ctx.session() as s:
+            decision = triage(s, provider, event, payload)
+        if not decision.act:
+            with ctx.session() as s:
+                deliveries.mark_ignored(s, delivery_id, decision.reason, **decision.details)
+            return deliveries.IGNORED
+        if provider == "github":
+            result = _process_github(ctx, event, payload, decision, actor, enqueue)
+        else:
+            result = _process_gitlab(ctx, payload, decision, actor, enqueue)
+    except RateLimited as exc:
+        with ctx.session() as s:
+            deliveries.mark_deferred(s, delivery_id, "rate limited", until=exc.reset_at)
+        raise
+    except TransientProviderError as exc:
+        with ctx.session() as s:
+            deliveries.mark_failed(s, delivery_id, f"transient provider error (retrying): {exc}")
+        raise
+    except (ProviderError, StoreError) as exc:
+        # Permanent for this delivery: retrying gives the same answer.
+        with ctx.session() as s:
+            deliveries.mark_failed(s, delivery_id, f"{type(exc).__name__}: {exc}")
+        return deliveries.FAILED
+    except Exception as exc:
+        with ctx.session() as s:
+            deliveries.mark_failed(s, delivery_id, f"{type(exc).__name__}: {exc}")
+        raise
+    with ctx.session() as s:
+        if result.get("result") == "ignored":
+            extra = {k: v for k, v in result.items() if k not in ("result", "reason")}
+            deliveries.mark_ignored(s, delivery_id, str(result.get("reason", "")), **extra)
+            return deliveries.IGNORED
+        actors = [actor] + [f"sync:{run}" for run in _run_ids(result)]
+        result["activity"] = _activity_of(s, actors, first_seq)
+        deliveries.mark_processed(s, delivery_id, result)
+    return deliveries.PROCESSED
+
+
+def _trigger(actor: str) -> str:
+    return actor  # "webhook:<delivery id>": the sync run names what started it
+
+
+def _full_sync(enqueue: Enqueuer, workspace_id: str, actor: str) -> None:
+    # Coalesced by the enqueuer: one queued full sync per workspace; a second
+    # trigger joins it.
+    enqueue.full_sync(workspace_id, _trigger(actor))
+
+
+def _process_github(
+    ctx: SyncContext, event: str, payload: dict[str, Any], decision: Triage, actor: str, enqueue: Enqueuer
+) -> dict[str, Any]:
+    action = github_action(payload) or ""
+    key = (event, action)
+    t = _github_target(event, payload)
+    if decision.action == "adopt_installation":
+        assert t.installation_id is not None and t.org_id is not None and t.org_login
+        # Only the installer of a new installation connects the org and
+        # becomes its owner; the sender of another event is just whoever
+        # acted in the org.
+        sender_id = _int(_dict(payload.get("sender")).get("id")) if key == ("installation", "created") else None
+        from sync import orgs  # the sync engine loads in the worker, not in the web view
+
+        adopted = orgs.adopt_installation(
+            ctx, t.installation_id, t.org_id, t.org_login, sender_id, trigger=_trigger(actor)
+        )
+        workspace_id = _adopted_workspace_id(adopted)
+        return {"result": "adopted", "workspace": workspace_id, "installation": t.installation_id,
+                "sync": _jsonable(adopted)}
+    assert decision.workspace_id is not None
+    ws_id = decision.workspace_id
+    if key in GITHUB_MEMBER:
+        user = _dict(_dict(payload.get("membership")).get("user")) or _dict(payload.get("member"))
+        uid, login = _int(user.get("id")), _str(user.get("login"))
+        if uid is None:
+            return {"result": "ignored", "reason": "the payload names no member"}
+        return _member_sync(ctx, ws_id, uid, login, actor)
+    with ctx.session() as s:
+        ws = lock_workspace(s, ws_id)
+        changed = False
+        if key == ("installation", "deleted"):
+            changed = store.disconnect(s, ws, actor=actor, reason="app_uninstalled")
+            return {"result": "disconnected" if changed else "unchanged", "workspace": ws_id}
+        if key == ("organization", "deleted"):
+            changed = store.disconnect(s, ws, actor=actor, reason="org_deleted")
+            return {"result": "disconnected" if changed else "unchanged", "workspace": ws_id}
+        if key == ("installation", "suspend"):
+            changed = store.suspend(s, ws, actor=actor)
+            return {"result": "suspended" if changed else "unchanged", "workspace": ws_id}
+        if key == ("installation", "unsuspend"):
+            changed = store.unsuspend(s, ws, actor=actor)
+        elif key == ("installation", "created") and ws.status == "disconnected":
+            # Reinstalled after an uninstall: the same org comes back.
+            changed = store.reconnect(s, ws, actor=actor, installation_id=t.installation_id)
+        status = ws.status
+    if key in (("organization", "renamed"), ("installation_target", "renamed")):
+        changed = _rename(ctx, ws_id, t.org_login, actor)
+    if status != "active":
+        return {"result": "unchanged", "workspace": ws_id, "reason": f"workspace is {status}"}
+    _full_sync(enqueue, ws_id, actor)
+    return {"result": "full_sync_queued", "workspace": ws_id, "changed": changed}
+
+
+def _adopted_workspace_id(adopted: Any) -> str | None:
+    if isinstance(adopted, str):
+        return adopted
+    if isinstance(adopted, dict):
+        value = adopted.get("workspace") or adopted.get("workspace_id")
+        if isinstance(value, dict):
+            value = value.get("id")
+        return value if isinstance(value, str) else None
+    return getattr(adopted, "id", None)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def _rename(ctx: SyncContext, ws_id: str, hinted: str | None, actor: str) -> bool:
+    """Follow a rename. The payload's new name is only a hint: the org is
+    re-read by its immutable id (a freed login can be taken by someone else,
+    and renames can arrive out of order); the hint is used only when our
+    credentials cannot read the org."""
+    from sync import orgs  # the sync engine loads in the worker, not in the web view
+
+    with ctx.session() as s:
+        before = store.get_workspace(s, ws_id).provider_org_login
+    after = orgs.rename_workspace(ctx, ws_id, trigger=_trigger(actor), new_login=hinted)
+    return bool(after.get("provider_org_login") != before)
+
+
+def _member_sync(ctx: SyncContext, ws_id: str, uid: int, login: str | None, actor: str) -> dict[str, Any]:
+    with ctx.session() as s:
+        status = store.get_workspace(s, ws_id).status
+    if status != "active":
+        # Disconnected: roster access has ended anyway. Suspended: the
+        # installation cannot read the org; the unsuspend full sync catches up.
+        return {"result": "ignored", "reason": f"workspace is {status}", "workspace": ws_id}
+    from sync import orgs  # the sync engine loads in the worker, not in the web view
+
+    result = orgs.member_sync(ctx, ws_id, uid, login or "", trigger=_trigger(actor))
+    return {"result": "member_synced", "workspace": ws_id, "provider_user_id": uid,
+            "sync": _jsonable(result)}
+
+
+def _process_gitlab(
+    ctx: SyncContext, payload: dict[str, Any], decision: Triage, actor: str, enqueue: Enqueuer
+) -> dict[str, Any]:
+    name = decision.action or ""
+    if name in GITLAB_USER:
+        uid = _int(payload.get("user_id"))
+        assert uid is not None
+        if name == "user_rename":
+            new_login = _str(payload.get("username"))
+            if not new_login:
+                return {"result": "ignored", "reason": "the payload names no new username"}
+            return _gitlab_user_renamed(ctx, uid, new_login, actor)
+        return _gitlab_user_destroyed(ctx, uid, actor)
+    assert decision.workspace_id is not None
+    ws_id = decision.workspace_id
+    if name in GITLAB_MEMBER:
+        uid = _int(payload.get("user_id"))
+        if uid is None:
+            return {"result": "ignored", "reason": "the payload names no user id"}
+        return _member_sync(ctx, ws_id, uid, _str(payload.get("user_username")), actor)
+    with ctx.session() as s:
+        ws = lock_workspace(s, ws_id)
+        if name == "group_destroy":
+            changed = store.disconnect(s, ws, actor=actor, reason="group_deleted")
+            return {"result": "disconnected" if changed else "unchanged", "workspace": ws_id}
+        status = ws.status
+    # group_rename: the group keeps its id; the full path is a label.
+    changed = _rename(ctx, ws_id, _str(payload.get("full_path")) or _str(payload.get("path")), actor)
+    if status != "active":
+        return {"result": "renamed" if changed else "unchanged", "workspace": ws_id}
+    _full_sync(enqueue, ws_id, actor)
+    return {"result": "full_sync_queued", "workspace": ws_id, "changed": changed}
+
+
+def _gitlab_workspaces_with_member(s: Session, uid: int) -> list[str]:
+    return list(
+        s.scalars(
+            select(RosterEntry.workspace_id)
+            .join(Workspace, Workspace.id == RosterEntry.workspace_id)
+            .where(Workspace.provider == "gitlab", RosterEntry.provider_user_id == uid)
+            .order_by(RosterEntry.workspace_id)
+        )
+    )
+
+
+def _gitlab_user_renamed(ctx: SyncContext, uid: int, new_login: str, actor: str) -> dict[str, Any]:
+    """Logins are labels: relabel the identity and roster entries found by the
+    immutable user id. Access, keyed by id, does not change."""
+    with ctx.session() as s:
+        ident = store.get_identity(s, "gitlab", uid)
+        if ident is not None and ident.login != new_login:
+            ident.login = new_login
+        touched = []
+        for ws_id in _gitlab_workspaces_with_member(s, uid):
+            ws = lock_workspace(s, ws_id)
+            entry = s.get(RosterEntry, (ws_id, uid))
+            if entry is None or entry.login == new_login:
+                continue
+            store.apply_roster_changes(
+                s, ws, login_changes=[store.RosterRow(uid, new_login, entry.role)], actor=actor
+            )
+            touched.append(ws_id)
+        s.flush()
+    return {"result": "user_renamed", "provider_user_id": uid, "login": new_login,
+            "identity": ident is not None, "workspaces": touched}
+
+
+def _gitlab_user_destroyed(ctx: SyncContext, uid: int, actor: str) -> dict[str, Any]:
+    """The account was deleted on the instance: it is a member of nothing.
+    A system hook from the instance itself is authoritative here, and a
+    deleted user has no membership left to re-read."""
+    with ctx.session() as s:
+        removed_from = []
+        for ws_id in _gitlab_workspaces_with_member(s, uid):
+            ws = lock_workspace(s, ws_id)
+            store.apply_roster_changes(s, ws, removals=[uid], actor=actor)
+            removed_from.append(ws_id)
+    return {"result": "user_removed", "provider_user_id": uid, "workspaces": removed_from}

@@ -1,0 +1,449 @@
+"""POST /webhooks/github and /webhooks/gitlab: authentication, input
+rejection, idempotency, and the durable path when Redis is down.
+
+Every rejected request is checked to change nothing (row counts)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import redis as redis_lib
+
+from models import deliveries
+from tests.webhooks.conftest import (
+    GITHUB_OLD_SECRET,
+    GITHUB_SECRET,
+    GITLAB_SECRET,
+    GITLAB_SIGNING,
+    MakeWorld,
+    World,
+)
+from webhooks.app import MAX_BODY
+from webhooks.signatures import sign_github, sign_standard
+from worker.queues import delivery_job_id, enqueue_delivery
+
+ORG = {"id": 38302899, "login": "Octocoders"}
+MEMBER_ADDED: dict[str, Any] = {
+    "action": "member_added",
+    "membership": {"state": "active", "role": "member", "user": {"id": 501, "login": "alice"}},
+    "organization": ORG,
+    "installation": {"id": 1},
+    "sender": {"id": 9, "login": "admin"},
+}
+GL_MEMBER: dict[str, Any] = {
+    "event_name": "user_add_to_group", "group_id": 100, "group_path": "acme",
+    "user_id": 64, "user_username": "test_user", "group_access": "Developer",
+}
+
+
+def _connected(world: World) -> str:
+    """The org of MEMBER_ADDED, connected, so that the event is acted on."""
+    world.server.github.add_org(ORG["id"], ORG["login"], installation_id=1)
+    return world.github_workspace(ORG["id"], ORG["login"], installation_id=1)
+
+
+def _body(payload: dict[str, Any] = MEMBER_ADDED) -> bytes:
+    return json.dumps(payload).encode()
+
+
+# --------------------------------------------------------------------------- GitHub attacks
+
+SIG = "X-Hub-Signature-256"
+
+
+def _good_sig(body: bytes) -> str:
+    return sign_github(body, GITHUB_SECRET)
+
+
+GITHUB_ATTACKS: list[tuple[str, dict[str, Any], int, str]] = [
+    # (case, how to post, status, error code)
+    ("missing signature", {"headers": {SIG: None}}, 401, "invalid_signature"),
+    ("wrong secret", {"secret": "not-the-secret"}, 401, "invalid_signature"),
+    ("garbage signature", {"headers": {SIG: "sha256=zz"}}, 401, "invalid_signature"),
+    ("sha1 scheme", {"headers": {SIG: "sha1=" + "0" * 40}}, 401, "invalid_signature"),
+    ("truncated signature", {"truncate": 20}, 401, "invalid_signature"),
+    ("empty digest", {"headers": {SIG: "sha256="}}, 401, "invalid_signature"),
+    ("signature of another body", {"other_body": True}, 401, "invalid_signature"),
+    ("old secret after rotation", {"secret": GITHUB_OLD_SECRET}, 401, "invalid_signature"),
+    ("wrong content type", {"content_type": "text/plain"}, 415, "unsupported_media_type"),
+    ("multipart", {"content_type": "multipart/form-data; boundary=x"}, 415, "unsupported_media_type"),
+    ("invalid JSON, valid signature", {"raw": b"{not json"}, 400, "invalid_payload"),
+    ("JSON array, valid signature", {"raw": b"[1, 2]"}, 400, "invalid_payload"),
+    ("not UTF-8, valid signature", {"raw": b"\xff\xfe{}"}, 400, "invalid_payload"),
+    ("form without payload", {"form": {"other": "x"}}, 400, "invalid_payload"),
+    ("missing event header", {"headers": {"X-GitHub-Event": None}}, 400, "missing_header"),
+    ("missing delivery header", {"headers": {"X-GitHub-Delivery": None}}, 400, "missing_header"),
+    ("overlong delivery id", {"headers": {"X-GitHub-Delivery": "x" * 201}}, 400, "invalid_header"),
+    ("control chars in delivery id", {"headers": {"X-GitHub-Delivery": "a\tb"}}, 400, "invalid_header"),
+]
+
+
+@pytest.mark.parametrize(("case", "how", "status", "code"), GITHUB_ATTACKS,
+                         ids=[a[0] for a in GITHUB_ATTACKS])
+def test_github_rejects(world: World, case: str, how: dict[str, Any], status: int, code: str) -> None:
+    _connected(world)
+    before = world.counts()
+    body = how.get("raw", _body())
+    headers: dict[str, str | None] = dict(how.get("headers", {}))
+    content_type = how.get("content_type")
+    if "form" in how:
+        body = urlencode(how["form"]).encode()
+        content_type = "application/x-www-form-urlencoded"
+    if "raw" in how or "form" in how:
+        headers.setdefault(SIG, _good_sig(body))
+    if "truncate" in how:
+        headers[SIG] = _good_sig(body)[: how["truncate"]]
+    if how.get("other_body"):
+        headers[SIG] = _good_sig(body + b" ")
+    resp = world.post_github("organization", body, secret=how.get("secret", GITHUB_SECRET),
+                             headers=headers, content_type=content_type)
+    assert resp.status_code == status, resp.get_json()
+    assert resp.get_json()["error"] == code
+    assert set(resp.get_json()) == {"error", "message"}
+    assert world.counts() == before
+    assert world.queue().count == 0
+
+
+def test_github_without_a_configured_secret_accepts_nothing(make_world: MakeWorld) -> None:
+    world = make_world(github_webhook_secrets=())
+    resp = world.post_github("organization", MEMBER_ADDED, secret="")
+    assert resp.status_code == 401
+    assert resp.get_json()["error"] == "invalid_signature"
+    assert world.counts()["deliveries"] == 0
+
+
+def test_github_rotation_both_secrets_configured(make_world: MakeWorld) -> None:
+    world = make_world(github_webhook_secrets=(GITHUB_SECRET, GITHUB_OLD_SECRET))
+    _connected(world)
+    for secret in (GITHUB_OLD_SECRET, GITHUB_SECRET):
+        resp = world.post_github("organization", MEMBER_ADDED, secret=secret)
+        assert resp.status_code == 202, resp.get_json()
+        assert resp.get_json()["status"] == "queued"
+    assert world.queue().count == 2
+
+
+def test_github_oversized_body_is_413_and_records_nothing(world: World) -> None:
+    body = b"{" + b" " * MAX_BODY + b"}"
+    resp = world.post_github("organization", body, headers={SIG: _good_sig(body)})
+    assert resp.status_code == 413
+    assert resp.get_json()["error"] == "payload_too_large"
+    assert world.counts()["deliveries"] == 0
+
+
+def test_github_form_encoded_payload_is_accepted(world: World) -> None:
+    _connected(world)
+    body = urlencode({"payload": json.dumps(MEMBER_ADDED)}).encode()
+    resp = world.post_github("organization", body, content_type="application/x-www-form-urlencoded",
+                             headers={SIG: _good_sig(body)})
+    assert resp.status_code == 202, resp.get_json()
+    d = world.delivery(resp.get_json()["delivery"])
+    assert d is not None and json.loads(d.payload) == MEMBER_ADDED
+    assert d.status == deliveries.QUEUED
+
+
+def test_github_accepts_queues_and_answers(world: World) -> None:
+    _connected(world)
+    resp = world.post_github("organization", MEMBER_ADDED, delivery="d-accept")
+    assert resp.status_code == 202
+    assert resp.get_json() == {"delivery": "d-accept", "status": "queued"}
+    d = world.delivery("d-accept")
+    assert d is not None
+    assert (d.provider, d.event, d.action, d.status) == ("github", "organization", "member_added", "queued")
+    assert d.org_key == "github:38302899"
+    assert world.queue().get_job_ids() == [delivery_job_id("d-accept")]
+
+
+def test_github_ping_is_200_and_recorded(world: World) -> None:
+    resp = world.post_github("ping", {"zen": "Keep it logically awesome.", "hook_id": 1}, delivery="p1")
+    assert resp.status_code == 200
+    assert resp.get_json()["status"] == "pong"
+    assert world.delivery("p1").status == "ignored"  # type: ignore[union-attr]
+    assert world.queue().count == 0
+
+
+@pytest.mark.parametrize(("event", "payload"), [
+    ("team", {"action": "created", "team": {"id": 1}, "organization": ORG, "installation": {"id": 1}}),
+    ("star", {"action": "created"}),
+    ("organization", {"action": "member_invited", "organization": ORG, "installation": {"id": 1},
+                      "user": {"id": 5, "login": "bob"}}),
+    ("organization", {"action": "member_added", "organization": {"id": 999, "login": "stranger"},
+                      "membership": {"user": {"id": 5, "login": "bob"}}}),
+    ("github_app_authorization", {"action": "revoked", "sender": {"id": 5, "login": "bob"}}),
+], ids=["team.created", "unknown event", "member_invited", "unknown org", "authorization revoked"])
+def test_github_events_not_acted_on_are_recorded_as_ignored(
+    world: World, event: str, payload: dict[str, Any]
+) -> None:
+    _connected(world)
+    before = world.counts()
+    resp = world.post_github(event, payload, delivery="ign")
+    assert resp.status_code == 202
+    assert resp.get_json() == {"delivery": "ign", "status": "ignored"}
+    d = world.delivery("ign")
+    assert d is not None and d.status == "ignored" and d.outcome["reason"]  # type: ignore[index]
+    after = world.counts()
+    assert after["deliveries"] == before["deliveries"] + 1
+    assert {k: v for k, v in after.items() if k != "deliveries"} == {
+        k: v for k, v in before.items() if k != "deliveries"}
+    assert world.queue().count == 0
+
+
+# --------------------------------------------------------------------------- GitLab attacks
+
+GITLAB_ATTACKS: list[tuple[str, dict[str, Any], int, str]] = [
+    ("missing token", {"token": None}, 401, "invalid_token"),
+    ("wrong token", {"token": "x" * len(GITLAB_SECRET)}, 401, "invalid_token"),
+    ("token of the wrong length", {"token": GITLAB_SECRET[:-1]}, 401, "invalid_token"),
+    ("token with a suffix", {"token": GITLAB_SECRET + "x"}, 401, "invalid_token"),
+    ("wrong content type", {"headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
+    ("invalid JSON, valid token", {"raw": b"{nope"}, 400, "invalid_payload"),
+    ("missing event header", {"headers": {"X-Gitlab-Event": None}}, 400, "missing_header"),
+    ("no idempotency headers", {"headers": {"Idempotency-Key": None, "X-Gitlab-Event-UUID": None}},
+     400, "missing_header"),
+]
+
+
+@pytest.mark.parametrize(("case", "how", "status", "code"), GITLAB_ATTACKS,
+                         ids=[a[0] for a in GITLAB_ATTACKS])
+def test_gitlab_rejects(world: World, case: str, how: dict[str, Any], status: int, code: str) -> None:
+    world.gitlab_workspace(100, "acme")
+    before = world.counts()
+    resp = world.post_gitlab("Member Hook", how.get("raw", GL_MEMBER), token=how.get("token", GITLAB_SECRET),
+                             headers=how.get("headers"))
+    assert resp.status_code == status, resp.get_json()
+    assert resp.get_json()["error"] == code
+    assert world.counts() == before
+    assert world.queue().count == 0
+
+
+def test_gitlab_without_any_secret_accepts_nothing(make_world: MakeWorld) -> None:
+    world = make_world(gitlab_webhook_secrets=())
+    resp = world.post_gitlab("Member Hook", GL_MEMBER, token="anything")
+    assert resp.status_code == 401
+    assert resp.get_json()["error"] == "invalid_token"
+    assert world.counts()["deliveries"] == 0
+
+
+STANDARD_ATTACKS: list[tuple[str, dict[str, Any]]] = [
+    ("no signature headers", {"signing_secret": None}),
+    ("stale timestamp", {"age": 301}),
+    ("future timestamp", {"age": -301}),
+    ("an hour old", {"age": 3600}),
+    ("signed with another key", {"signing_secret": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"}),
+    ("bad signature", {"headers": {"webhook-signature": "v1,AAAA"}}),
+    ("non-numeric timestamp", {"headers": {"webhook-timestamp": "soon"}}),
+    ("signature of another body", {"other_body": True}),
+    ("v2 signature only", {"version": "v2"}),
+]
+
+
+@pytest.mark.parametrize(("case", "how"), STANDARD_ATTACKS, ids=[a[0] for a in STANDARD_ATTACKS])
+def test_gitlab_standard_webhooks_rejects(make_world: MakeWorld, case: str, how: dict[str, Any]) -> None:
+    world = make_world(gitlab_webhook_signing_secret=GITLAB_SIGNING)
+    world.gitlab_workspace(100, "acme")
+    before = world.counts()
+    headers = dict(how.get("headers", {}))
+    body = json.dumps(GL_MEMBER).encode()
+    if how.get("other_body") or how.get("version"):
+        ts = int(time.time())
+        sig = sign_standard(body + (b" " if how.get("other_body") else b""), GITLAB_SIGNING, "msg_1", ts)
+        if how.get("version"):
+            sig = sig.replace("v1,", "v2,")
+        headers.update({"webhook-id": "msg_1", "webhook-timestamp": str(ts), "webhook-signature": sig})
+    resp = world.post_gitlab("Member Hook", body, signing_secret=how.get("signing_secret", GITLAB_SIGNING),
+                             timestamp=int(time.time()) - how["age"] if "age" in how else None,
+                             headers=headers)
+    assert resp.status_code == 401, resp.get_json()
+    assert resp.get_json()["error"] == "invalid_signature"
+    assert world.counts() == before
+
+
+def test_gitlab_standard_webhooks_accepts_a_valid_signature_among_several(make_world: MakeWorld) -> None:
+    world = make_world(gitlab_webhook_signing_secret=GITLAB_SIGNING)
+    world.gitlab_workspace(100, "acme")
+    body = json.dumps(GL_MEMBER).encode()
+    ts = int(time.time())
+    good = sign_standard(body, GITLAB_SIGNING, "msg_2", ts)
+    headers = {"webhook-id": "msg_2", "webhook-timestamp": str(ts),
+               "webhook-signature": f"v1,AAAA v1a,zzz {good}"}
+    resp = world.post_gitlab("Member Hook", body, headers=headers)
+    assert resp.status_code == 202, resp.get_json()
+    assert resp.get_json()["status"] == "queued"
+
+
+def test_gitlab_signature_alone_when_only_the_signing_secret_is_set(make_world: MakeWorld) -> None:
+    world = make_world(gitlab_webhook_secrets=(), gitlab_webhook_signing_secret=GITLAB_SIGNING)
+    world.gitlab_workspace(100, "acme")
+    resp = world.post_gitlab("Member Hook", GL_MEMBER, token=None, signing_secret=GITLAB_SIGNING)
+    assert resp.status_code == 202, resp.get_json()
+
+
+@pytest.mark.parametrize(("hook", "payload"), [
+    ("Pipeline Hook", {"object_kind": "pipeline"}),
+    ("Project Hook", {"event_name": "project_create", "project_id": 1}),
+    ("System Hook", {"event_name": "user_failed_login", "user_id": 3}),
+    ("Subgroup Hook", {"event_name": "subgroup_create", "group_id": 2, "parent_group_id": 100}),
+    ("Member Hook", {**GL_MEMBER, "group_id": 555}),  # a group nobody connected (or a subgroup)
+    ("Member Hook", {"event_name": "user_add_to_group", "group_id": "not-a-number"}),
+    ("System Hook", {"unexpected": ["shape"]}),
+], ids=["pipeline", "project", "failed login", "subgroup", "unknown group", "bad group id", "no event name"])
+def test_gitlab_payloads_we_do_not_handle_are_2xx_never_4xx(
+    world: World, hook: str, payload: dict[str, Any]
+) -> None:
+    world.gitlab_workspace(100, "acme")
+    resp = world.post_gitlab("" + hook, payload, idempotency_key="gl-ign")
+    # GitLab disables hooks that keep failing: what we merely do not handle is 2xx.
+    assert resp.status_code == 202
+    assert resp.get_json() == {"delivery": "gl-ign", "status": "ignored"}
+    assert world.delivery("gl-ign").status == "ignored"  # type: ignore[union-attr]
+    assert world.queue().count == 0
+
+
+def test_gitlab_idempotency_falls_back_to_event_uuid_and_body(world: World) -> None:
+    world.gitlab_workspace(100, "acme")
+    h = {"Idempotency-Key": None, "X-Gitlab-Event-UUID": "7b3a9c1e-uuid"}
+    first = world.post_gitlab("Member Hook", GL_MEMBER, headers=h)
+    again = world.post_gitlab("Member Hook", GL_MEMBER, headers=h)
+    other = world.post_gitlab("Member Hook", {**GL_MEMBER, "user_id": 65}, headers=h)
+    assert first.status_code == 202
+    assert again.status_code == 200 and again.get_json()["status"] == "duplicate"
+    assert other.status_code == 202  # same event UUID (one event, several hooks), another body
+    assert first.get_json()["delivery"].startswith("7b3a9c1e-uuid.")
+    assert world.queue().count == 2
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def test_same_delivery_twice_is_queued_once(world: World) -> None:
+    _connected(world)
+    first = world.post_github("organization", MEMBER_ADDED, delivery="dup-1")
+    second = world.post_github("organization", MEMBER_ADDED, delivery="dup-1")
+    assert (first.status_code, first.get_json()["status"]) == (202, "queued")
+    assert second.status_code == 200
+    assert second.get_json() == {"delivery": "dup-1", "status": "duplicate"}
+    assert world.queue().count == 1
+    assert world.counts()["deliveries"] == 1
+
+
+def test_gitlab_retry_with_the_same_idempotency_key_is_a_duplicate(world: World) -> None:
+    world.gitlab_workspace(100, "acme")
+    a = world.post_gitlab("Member Hook", GL_MEMBER, idempotency_key="idem-1")
+    b = world.post_gitlab("Member Hook", GL_MEMBER, idempotency_key="idem-1")
+    assert (a.status_code, b.status_code) == (202, 200)
+    assert b.get_json()["status"] == "duplicate"
+    assert world.queue().count == 1
+
+
+@pytest.mark.parametrize("copies", [2, 6])
+def test_identical_deliveries_at_the_same_instant_record_and_queue_one(world: World, copies: int) -> None:
+    _connected(world)
+    body = _body()
+    headers = {
+        "Content-Type": "application/json", "X-GitHub-Event": "organization",
+        "X-GitHub-Delivery": "race-1", SIG: _good_sig(body),
+    }
+    barrier = threading.Barrier(copies)
+    answers: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        client = world.app.test_client()
+        barrier.wait()
+        resp = client.post("/webhooks/github", data=body, headers=headers)
+        with lock:
+            answers.append((resp.status_code, resp.get_json()["status"]))
+
+    threads = [threading.Thread(target=post) for _ in range(copies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers) == [(200, "duplicate")] * (copies - 1) + [(202, "queued")]
+    assert world.counts()["deliveries"] == 1
+    assert world.queue().get_job_ids() == [delivery_job_id("race-1")]
+
+
+# --------------------------------------------------------------------------- Redis down
+
+
+def _accept_while_redis_down(world: World, ids: list[str]) -> None:
+    for i, delivery in enumerate(ids):
+        payload = {**MEMBER_ADDED, "membership": {"user": {"id": 600 + i, "login": f"u{i}"}}}
+        resp = world.post_github("organization", payload, delivery=delivery)
+        # Accepted: GitHub does not retry failed deliveries, so refusing would lose it.
+        assert resp.status_code == 202, resp.get_json()
+        assert resp.get_json()["status"] == "queued"
+    with world.session() as s:
+        rows = [deliveries.get_delivery(s, d) for d in ids]
+        assert {r.status for r in rows} == {deliveries.RECEIVED}  # recorded, not yet queued
+
+
+def _sweep_and_drain(world: World, connection: redis_lib.Redis, ids: list[str]) -> None:
+    from datetime import timedelta
+
+    with world.session() as s:
+        due = [d.id for d in deliveries.deliveries_to_sweep(s, older_than=timedelta(0))]
+    assert sorted(due) == sorted(ids)
+    for delivery in due:
+        job_id = enqueue_delivery(connection, delivery)
+        with world.session() as s:
+            deliveries.mark_queued(s, delivery, job_id)
+    # Sweeping twice (two cron ticks) queues nothing more.
+    for delivery in due:
+        enqueue_delivery(connection, delivery)
+    world.redis = connection
+    world.drain()
+    with world.session() as s:
+        rows = [deliveries.get_delivery(s, d) for d in ids]
+        assert {r.status for r in rows} == {deliveries.PROCESSED}
+        assert {r.attempts for r in rows} == {1}  # each processed exactly once
+        assert deliveries.deliveries_to_sweep(s, older_than=timedelta(0)) == []
+
+
+def _member_world(world: World, n: int) -> str:
+    ws = _connected(world)
+    for i in range(n):
+        world.server.github.add_member(ORG["id"], 600 + i, f"u{i}", "member")
+    return ws
+
+
+def test_redis_down_deliveries_are_kept_and_swept_later(
+    make_world: MakeWorld, down_fake_redis: redis_lib.Redis
+) -> None:
+    world = make_world(redis=down_fake_redis)
+    ws = _member_world(world, 3)
+    ids = ["down-1", "down-2", "down-3"]
+    _accept_while_redis_down(world, ids)
+    down_fake_redis.connection_pool.connection_kwargs["server"].connected = True
+    _sweep_and_drain(world, down_fake_redis, ids)
+    assert set(world.roster(ws)) == {600, 601, 602}
+
+
+@pytest.mark.redis
+def test_redis_down_with_real_redis(make_world: MakeWorld, real_redis: redis_lib.Redis) -> None:
+    closed = redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, socket_timeout=0.5)
+    world = make_world(redis=closed)
+    ws = _member_world(world, 2)
+    ids = ["real-down-1", "real-down-2"]
+    _accept_while_redis_down(world, ids)
+    _sweep_and_drain(world, real_redis, ids)
+    assert set(world.roster(ws)) == {600, 601}
+
+
+def test_a_redelivery_of_an_unqueued_delivery_queues_it_once(
+    make_world: MakeWorld, down_fake_redis: redis_lib.Redis
+) -> None:
+    world = make_world(redis=down_fake_redis)
+    _member_world(world, 1)
+    _accept_while_redis_down(world, ["heal-1"])
+    down_fake_redis.connection_pool.connection_kwargs["server"].connected = True
+    again = world.post_github("organization", {**MEMBER_ADDED, "membership": {"user": {"id": 600,
+                              "login": "u0"}}}, delivery="heal-1")
+    third = world.post_github("organization", MEMBER_ADDED, delivery="heal-1")
+    assert again.get_json()["status"] == third.get_json()["status"] == "duplicate"
+    assert world.queue().count == 1
+    assert world.delivery("heal-1").status == deliveries.QUEUED  # type: ignore[union-attr]

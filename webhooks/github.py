@@ -1,0 +1,185 @@
+"""POST /webhooks/github: verify, record, queue, answer (SPEC section 4).
+
+The view is deliberately thin: no provider calls and no sync work happen in
+the request (GitHub gives up after 10 s and does not retry failed
+deliveries). What a delivery means is decided later by sync.events in the
+delivery job.
+
+Order of checks: the body is read first and the signature checked over those
+exact bytes before anything else is looked at, so an unauthenticated caller
+learns nothing beyond "401" (not which headers or content types we want).
+
+Decision: with no ``GITHUB_WEBHOOK_SECRET`` configured every delivery is
+refused with 401 ``invalid_signature``; unsigned deliveries are never
+accepted.
+
+The record-then-queue part is shared with webhooks/gitlab.py (``accept``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+import redis
+import structlog
+from flask import Blueprint, Response, jsonify, request
+
+from models import deliveries
+from models.tables import Delivery
+from sync.events import Triage, github_action, triage
+from webhooks.errors import ApiError
+from webhooks.services import services
+from webhooks.signatures import GITHUB_SIGNATURE_HEADER, SignatureError, verify_github
+from worker.queues import enqueue_delivery
+
+bp = Blueprint("webhooks_github", __name__)
+log = structlog.get_logger(__name__)
+
+MAX_DELIVERY_ID = 200  # the deliveries table's key length
+
+
+def _reply(status: int, body: dict[str, Any]) -> Response:
+    resp = jsonify(body)
+    resp.status_code = status
+    return resp
+
+
+def header(name: str) -> str:
+    value = (request.headers.get(name) or "").strip()
+    if not value:
+        raise ApiError(400, "missing_header", f"The {name} header is required.")
+    return value
+
+
+def delivery_id_from(value: str, name: str) -> str:
+    # Provider-chosen ids become primary keys and log fields: bound their
+    # length and keep them printable so they cannot forge log lines.
+    if len(value) > MAX_DELIVERY_ID or not value.isprintable():
+        raise ApiError(400, "invalid_header", f"The {name} header is not a valid delivery id.")
+    return value
+
+
+def parse_object(text: str | bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_payload", "The body is not valid JSON.") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid_payload", "The body must be a JSON object.")
+    return payload
+
+
+def accept(
+    *,
+    provider: str,
+    delivery_id: str,
+    event: str,
+    action: str | None,
+    payload: dict[str, Any],
+    payload_text: str,
+    body_sha256: str,
+    ping: bool = False,
+) -> Response:
+    """Record the delivery durably (committed before we answer), then queue it.
+
+    If Redis is unreachable the delivery is still accepted: it stays
+    ``received`` (not yet queued) and the periodic sweep queues it. Answering
+    an error instead would make GitHub drop it for good (no retries) and make
+    GitLab count a failure towards disabling the hook.
+    """
+    rt = services()
+    with structlog.contextvars.bound_contextvars(delivery=delivery_id, provider=provider, event=event,
+                                                 action=action):
+        with rt.session() as s:
+            if ping:
+                decision = Triage("ignore", "ping")
+            else:
+                decision = triage(s, provider, event, payload)
+            status = deliveries.RECEIVED if decision.act else deliveries.IGNORED
+            outcome = None if decision.act else {"result": "ignored", "reason": decision.reason}
+            new = deliveries.record_delivery(
+                s, delivery_id, provider, event, action, payload_text, body_sha256,
+                decision.org_key, status=status, outcome=outcome,
+            )
+            existing = None if new else s.get(Delivery, delivery_id)
+            existing_status = existing.status if existing is not None else None
+        if not new:
+            log.info("webhook.duplicate", status=existing_status)
+            if existing_status == deliveries.RECEIVED:
+                # A redelivery of one we could not queue: a chance to queue it
+                # now. enqueue_delivery is unique per delivery, so never twice.
+                _queue(rt, delivery_id)
+            return _reply(200, {"delivery": delivery_id, "status": "duplicate"})
+        if ping:
+            log.info("webhook.ping")
+            return _reply(200, {"delivery": delivery_id, "status": "pong"})
+        if not decision.act:
+            log.info("webhook.ignored", reason=decision.reason)
+            return _reply(202, {"delivery": delivery_id, "status": "ignored"})
+        queued = _queue(rt, delivery_id)
+        log.info("webhook.accepted", queued=queued)
+        return _reply(202, {"delivery": delivery_id, "status": "queued"})
+
+
+def _queue(rt: Any, delivery_id: str) -> bool:
+    try:
+        job_id = enqueue_delivery(rt.redis, delivery_id)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("webhook.queue_unavailable", error=type(exc).__name__)
+        return False
+    try:
+        with rt.session() as s:
+            # Only from "received": a fast worker may already have moved it on.
+            deliveries.mark_queued(s, delivery_id, job_id)
+    except Exception as exc:  # noqa: BLE001 - the job is queued; the status catches up when it runs
+        log.warning("webhook.mark_queued_failed", error=type(exc).__name__)
+    return True
+
+
+@bp.post("/webhooks/github")
+def receive() -> Response:
+    # get_data() first: touching request.form would consume the stream and
+    # the HMAC would be computed over an empty body. Bodies over
+    # MAX_CONTENT_LENGTH (25 MiB) are refused here with 413.
+    body = request.get_data(cache=True)
+    try:
+        verify_github(body, request.headers.get(GITHUB_SIGNATURE_HEADER),
+                      services().settings.github_webhook_secrets)
+    except SignatureError as exc:
+        log.info("webhook.rejected", provider="github", reason=str(exc))
+        raise ApiError(401, "invalid_signature", str(exc)) from None
+    mimetype = request.mimetype
+    if mimetype not in ("application/json", "application/x-www-form-urlencoded"):
+        raise ApiError(415, "unsupported_media_type",
+                       "Send application/json or application/x-www-form-urlencoded.")
+    event = header("X-GitHub-Event")
+    delivery_id = delivery_id_from(header("X-GitHub-Delivery"), "X-GitHub-Delivery")
+    if mimetype == "application/x-www-form-urlencoded":
+        # Parsed from the verified bytes rather than request.form, which also
+        # caps form fields at 500 kB where GitHub sends up to 25 MiB.
+        try:
+            fields = parse_qs(body.decode("utf-8"), max_num_fields=16)
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "invalid_payload", "The form body could not be read.") from None
+        values = fields.get("payload")
+        if not values:
+            raise ApiError(400, "invalid_payload", "The form body has no payload field.")
+        payload_text = values[0]
+    else:
+        try:
+            payload_text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "invalid_payload", "The body is not UTF-8 JSON.") from None
+    payload = parse_object(payload_text)
+    return accept(
+        provider="github",
+        delivery_id=delivery_id,
+        event=event,
+        action=github_action(payload),
+        payload=payload,
+        payload_text=payload_text,
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        ping=event == "ping",
+    )
