@@ -47,7 +47,14 @@ def fail(message: str) -> None:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """orgsync: keep workspaces in step with GitHub orgs and GitLab groups."""
+    import os
+
+    from worker.logs import configure_logging
+
     ctx.ensure_object(_Ctx)
+    # Commands print for people on stdout; logs go to stderr as JSON, and only
+    # warnings unless asked (long-running processes raise this to INFO).
+    configure_logging(os.environ.get("ORGSYNC_LOG_LEVEL") or "WARNING")
 
 
 # ------------------------------------------------------------------ db
@@ -81,8 +88,10 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
 
     from models.migrate import upgrade
     from webhooks.app import create_app
+    from worker.logs import configure_logging
     from worker.queues import all_queues
 
+    configure_logging(force=True)
     rt = ctx.runtime
     upgrade(rt.settings.database_url)
     app = create_app(runtime=rt)
@@ -96,6 +105,8 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
     sys.stdout.flush()
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
+    stop = threading.Event()
+    threading.Thread(target=_dev_cron, args=(rt, stop), name="cron", daemon=True).start()
     from rq import SimpleWorker
 
     # The worker runs in the main thread: RQ installs signal handlers, which
@@ -104,7 +115,25 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
     try:
         worker.work(with_scheduler=True, logging_level="WARNING")
     finally:
+        stop.set()
         server.shutdown()
+
+
+def _dev_cron(rt: Runtime, stop: threading.Event) -> None:
+    """The periodic jobs of `orgsync cron`, enqueued from a thread (RQ's
+    CronScheduler.start installs signal handlers, which only the main thread
+    may do, so its enqueue step is driven here)."""
+    import logging
+
+    from worker.cron import build_cron
+
+    cron = build_cron(rt.redis, rt.settings, logging_level="WARNING")
+    while not stop.is_set():
+        try:
+            cron.enqueue_jobs()
+        except Exception:  # keep serving; the next tick retries
+            logging.getLogger("orgsync.cron").exception("periodic jobs could not be queued")
+        stop.wait(max(1.0, min(cron.calculate_sleep_interval(), 30.0)))
 
 
 # ------------------------------------------------------------------ workspaces
@@ -222,6 +251,426 @@ def workspaces_activity(ctx: _Ctx, ref: str, after: int, limit: int, as_json: bo
             click.echo(f"{a['seq']:>8} {a['at']} {a['actor']:<28} {a['action']:<22} {a['subject'] or ''}")
 
     emit(data, as_json, render)
+
+
+def _store_call(fn: Callable[[], Any]) -> Any:
+    """Run a store/queue action; its errors become one line and exit 1."""
+    import redis
+
+    from models.errors import StoreError
+
+    try:
+        return fn()
+    except StoreError as exc:
+        fail(exc.message)
+    except redis.RedisError as exc:
+        fail(f"cannot reach Redis ({type(exc).__name__}); is REDIS_URL right and Redis running?")
+
+
+@workspaces.command("transfer")
+@click.argument("ref")
+@click.option("--to", "to", required=True, help="User id or username of the new owner.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def workspaces_transfer(ctx: _Ctx, ref: str, to: str, as_json: bool) -> None:
+    """Transfer a workspace's ownership (and billing) to another member."""
+    from models import store
+
+    def act() -> dict[str, Any]:
+        with ctx.runtime.session() as s:
+            ws = store.find_workspace(s, ref)
+            store.transfer_ownership(s, ws, store.get_user(s, to), actor="operator")
+            return store.workspace_to_dict(ws)
+
+    data = _store_call(act)
+    emit(data, as_json, lambda w: click.echo(f"{w['name']} is now owned by {w['owner']['username']}"))
+
+
+@workspaces.command("disconnect")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def workspaces_disconnect(ctx: _Ctx, ref: str, as_json: bool) -> None:
+    """Disconnect a provider workspace (roster access ends; the owner keeps access)."""
+    from models import store
+
+    def act() -> tuple[dict[str, Any], bool]:
+        with ctx.runtime.session() as s:
+            ws = store.find_workspace(s, ref)
+            changed = store.disconnect(s, ws, actor="operator", reason="operator")
+            return store.workspace_to_dict(ws), changed
+
+    data, changed = _store_call(act)
+    emit(data, as_json, lambda w: click.echo(
+        f"{w['name']} {'disconnected' if changed else 'was already disconnected'}"))
+
+
+@workspaces.command("subscription")
+@click.argument("ref")
+@click.option("--plan", default=None, help="Plan name.")
+@click.option("--none", "no_plan", is_flag=True, help="Remove the subscription.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def workspaces_subscription(ctx: _Ctx, ref: str, plan: str | None, no_plan: bool, as_json: bool) -> None:
+    """Set (--plan NAME) or clear (--none) a workspace's subscription."""
+    from models import store
+
+    if (plan is None) == (not no_plan):
+        fail("give exactly one of --plan NAME or --none")
+
+    def act() -> dict[str, Any]:
+        with ctx.runtime.session() as s:
+            ws = store.find_workspace(s, ref)
+            store.set_subscription(s, ws, None if no_plan else plan, actor="operator")
+            return store.workspace_to_dict(ws)
+
+    data = _store_call(act)
+    emit(data, as_json, lambda w: click.echo(f"{w['name']}: subscription {w['subscription'] or 'none'}"))
+
+
+# ------------------------------------------------------------------ resync
+
+
+def _run_inline(rt: Runtime, until_idle: float) -> None:
+    """Embedded default: nobody else would run the queued work, so this
+    process does, with the real RQ code path (burst worker + scheduler)."""
+    from worker.jobs import run_jobs_inline
+
+    run_jobs_inline(rt.redis, until_idle=until_idle)
+
+
+def _progress(as_json: bool) -> Callable[[str], None]:
+    # With --json, stdout carries only the JSON document.
+    return (lambda line: click.echo(line, err=True)) if as_json else click.echo
+
+
+def _wait_for_syncs(rt: Runtime, queued: list[dict[str, str]], after_run: int, timeout: float,
+                    say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Follow each queued sync until it produced a run (or failed, or was
+    deferred by a rate limit), printing each change of state."""
+    import time
+
+    from models import queries, store
+    from worker.jobs import follow_up_key
+    from worker.queues import fetch_job
+
+    names: dict[str, str] = {}
+    with rt.session() as s:
+        for item in queued:
+            names[item["workspace"]] = store.get_workspace(s, item["workspace"]).name
+    current = {item["workspace"]: item["job"] for item in queued}
+    results: dict[str, dict[str, Any]] = {}
+    last_state: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    total = len(queued)
+    while len(results) < total:
+        with rt.session() as s:
+            runs = queries.full_runs_after(s, [w for w in current if w not in results], after_run)
+            run_dicts = {w: store.sync_run_to_dict(r) for w, r in runs.items()}
+        for ws_id, job_id in current.items():
+            if ws_id in results:
+                continue
+            job = fetch_job(rt.redis, job_id)
+            state = job.get_status(refresh=False) if job is not None else None
+            run = run_dicts.get(ws_id)
+            if run is not None and run["result"] != "running" and state not in ("queued", "started", "scheduled"):
+                results[ws_id] = {"workspace": ws_id, "job": job_id, "state": "finished", "run": run}
+                say(f"[{len(results)}/{total}] {names[ws_id]}: {_describe_run(run)}")
+                continue
+            if state is None or state in ("finished", "failed", "stopped", "canceled"):
+                nxt = rt.redis.get(follow_up_key(job_id))
+                if nxt:
+                    current[ws_id] = nxt.decode()
+                    say(f"        {names[ws_id]}: another sync of the org is running; waiting for it")
+                    continue
+                if state == "failed":
+                    results[ws_id] = {"workspace": ws_id, "job": job_id, "state": "failed", "run": run}
+                    say(f"[{len(results)}/{total}] {names[ws_id]}: job failed"
+                        + (f" ({run['error']})" if run and run.get("error") else ""))
+                    continue
+            label = str(state or "finishing")
+            if job is not None and state == "scheduled":
+                label = "waiting for a retry" if job.number_of_retries else "scheduled"
+            if last_state.get(ws_id) != label:
+                last_state[ws_id] = label
+                say(f"        {names[ws_id]}: {label}")
+        if len(results) >= total:
+            break
+        if time.monotonic() > deadline:
+            for ws_id, job_id in current.items():
+                if ws_id not in results:
+                    results[ws_id] = {"workspace": ws_id, "job": job_id, "state": "timeout", "run": None}
+            say("stopped waiting (timeout); the remaining syncs continue in the background")
+            break
+        time.sleep(0.5)
+    return [results[item["workspace"]] for item in queued]
+
+
+def _describe_run(run: dict[str, Any]) -> str:
+    text = (f"{run['result']} (+{run['added']} -{run['removed']} ~{run['changed']}, "
+            f"{run['api_calls']} API calls)")
+    if run["result"] == "rate_limited":
+        text += f"; rescheduled for {run['details'].get('reset_at', 'the reset time')}"
+    elif run.get("error"):
+        text += f": {run['error']}"
+    return text
+
+
+@main.command()
+@click.argument("ref", required=False)
+@click.option("--all", "all_", is_flag=True, help="Every active provider workspace.")
+@click.option("--wait", is_flag=True, help="Wait for the syncs and show their progress and results.")
+@click.option("--force", is_flag=True, help="Apply a sync held by the mass-removal guard.")
+@click.option("--timeout", default=1800, show_default=True, type=click.IntRange(1), help="Seconds to wait.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def resync(ctx: _Ctx, ref: str | None, all_: bool, wait: bool, force: bool, timeout: int, as_json: bool) -> None:
+    """Queue a full sync of one workspace (REF) or of all (--all)."""
+    from models import queries
+    from worker import queues
+
+    if bool(ref) == all_:
+        fail("give a workspace reference or --all")
+    rt = ctx.runtime
+
+    def act() -> tuple[list[dict[str, str]], int]:
+        with rt.session() as s:
+            before = queries.max_sync_run_id(s)
+            return queues.resync(s, rt.redis, "all" if all_ else str(ref), force=force), before
+
+    queued, before = _store_call(act)
+    say = _progress(as_json)
+    if not queued:
+        emit({"queued": []}, as_json, lambda _: click.echo("no active provider workspaces to sync"))
+        return
+    for item in queued:
+        say(f"queued {item['workspace']} as job {item['job']}")
+    if rt.embedded:
+        say("no REDIS_URL: running the sync in this process")
+        _run_inline(rt, until_idle=60)
+        wait = True
+    if not wait:
+        if as_json:
+            emit({"queued": queued}, True, click.echo)
+        return
+    results = _wait_for_syncs(rt, queued, before, timeout, say)
+    if as_json:
+        emit({"queued": queued, "results": results}, True, click.echo)
+    bad = [r for r in results if r["state"] != "finished" or r["run"]["result"] in ("failed", "auth_broken")]
+    if bad:
+        raise SystemExit(1)
+
+
+# ------------------------------------------------------------------ status
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def status(ctx: _Ctx, as_json: bool) -> None:
+    """Provider workspaces and their last sync, held syncs, deliveries, queues."""
+    from worker.queues import status_report
+
+    rt = ctx.runtime
+    # The embedded stand-in lives inside `orgsync dev`; this process's own
+    # would always look empty.
+    with rt.session() as s:
+        data = status_report(s, None if rt.embedded else rt.redis)
+
+    def render(d: dict[str, Any]) -> None:
+        if not d["workspaces"]:
+            click.echo("no provider workspaces")
+        for w in d["workspaces"]:
+            last = w["last_sync"]
+            if last is None:
+                sync = "never synced"
+            else:
+                sync = f"{last['result']} at {last['at']} " + _describe_run(last).split(" ", 1)[1]
+            link = "" if w["link"] in (None, "ok") else f" [{w['link']}]"
+            click.echo(f"{w['name']:<30} {w['status']:<12}{link} {sync}")
+        for h in d["held"]:
+            click.echo(f"HELD {h['name']}: {h['reason']} (orgsync resync {h['name']} --force applies it)")
+        dl = d["deliveries"]
+        click.echo(f"deliveries: {dl['pending']} pending, {dl['failed']} failed, {dl['deferred']} deferred")
+        if d["queues"] is None:
+            click.echo("queues: " + d.get("queues_error", "embedded (inside the orgsync dev process)"))
+        else:
+            for name, q in d["queues"].items():
+                click.echo(f"queue {name:<9} {q['queued']} queued, {q['scheduled']} scheduled, "
+                           f"{q['started']} running, {q['failed']} failed")
+
+    emit(data, as_json, render)
+
+
+# ------------------------------------------------------------------ deliveries
+
+
+@main.group()
+def deliveries() -> None:
+    """Inspect, replay and send webhook deliveries."""
+
+
+@deliveries.command("list")
+@click.option("--failed", is_flag=True, help="Only failed deliveries.")
+@click.option("--status", "status_", default=None, help="Only deliveries in this status.")
+@click.option("--provider", type=click.Choice(["github", "gitlab"]), default=None)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def deliveries_list(ctx: _Ctx, failed: bool, status_: str | None, provider: str | None, limit: int,
+                    as_json: bool) -> None:
+    """Recorded deliveries, newest first."""
+    from models import deliveries as dstore
+
+    if failed:
+        if status_ not in (None, dstore.FAILED):
+            fail("--failed and --status disagree")
+        status_ = dstore.FAILED
+    if status_ is not None and status_ not in dstore.STATUSES:
+        fail(f"--status must be one of: {', '.join(dstore.STATUSES)}")
+    with ctx.runtime.session() as s:
+        data = [dstore.delivery_to_dict(d)
+                for d in dstore.list_deliveries(s, status=status_, provider=provider, limit=limit)]
+
+    def render(items: list[dict[str, Any]]) -> None:
+        if not items:
+            click.echo("no deliveries")
+        for d in items:
+            event = d["event"] + (f".{d['action']}" if d["action"] else "")
+            line = f"{d['received_at']} {d['provider']:<6} {d['status']:<10} {event:<36} {d['id']}"
+            if d["error"]:
+                line += f"  error: {d['error']}"
+            click.echo(line)
+
+    emit(data, as_json, render)
+
+
+@deliveries.command("replay")
+@click.argument("delivery_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def deliveries_replay(ctx: _Ctx, delivery_id: str, as_json: bool) -> None:
+    """Queue a failed (or stuck) delivery again."""
+    from models import deliveries as dstore
+    from worker.queues import replay_delivery
+
+    rt = ctx.runtime
+
+    def act() -> dict[str, Any]:
+        with rt.session() as s:
+            return replay_delivery(s, rt.redis, delivery_id)
+
+    data = _store_call(act)
+    if rt.embedded:
+        _progress(as_json)("no REDIS_URL: processing the delivery in this process")
+        _run_inline(rt, until_idle=60)
+        with rt.session() as s:
+            data["status"] = dstore.get_delivery(s, delivery_id).status
+    emit(data, as_json, lambda d: click.echo(f"delivery {d['delivery']}: {d['status']} (job {d['job']})"))
+
+
+@deliveries.command("send")
+@click.argument("payload_file", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--provider", type=click.Choice(["github", "gitlab"]), required=True)
+@click.option("--event", required=True,
+              help="GitHub: X-GitHub-Event (e.g. organization). GitLab: X-Gitlab-Event (e.g. 'Member Hook').")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="Base URL of orgsync (or the full webhook URL).")
+@click.option("--delivery-id", default=None, help="Delivery id / idempotency key (default: a new UUID).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url: str,
+                    delivery_id: str | None, as_json: bool) -> None:
+    """Sign a payload with the configured webhook secret and post it."""
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    from webhooks.signatures import github_headers, gitlab_headers
+
+    settings = ctx.runtime.settings
+    body = Path(payload_file).read_bytes()
+    try:
+        json.loads(body)
+    except ValueError:
+        fail(f"{payload_file} is not JSON")
+    if provider == "github":
+        if not settings.github_webhook_secrets:
+            fail("GITHUB_WEBHOOK_SECRET is not set: nothing to sign with")
+        headers = github_headers(body, settings.github_webhook_secrets[0], event, delivery_id)
+    else:
+        if not settings.gitlab_webhook_secrets:
+            fail("GITLAB_WEBHOOK_SECRET is not set: nothing to authenticate with")
+        headers = gitlab_headers(body, event=event, token=settings.gitlab_webhook_secrets[0],
+                                 signing_secret=settings.gitlab_webhook_signing_secret,
+                                 idempotency_key=delivery_id)
+    target = url.rstrip("/")
+    if not target.endswith(f"/webhooks/{provider}"):
+        target += f"/webhooks/{provider}"
+    request = urllib.request.Request(target, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            code, text = resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        code, text = err.code, err.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:
+        fail(f"could not post to {target}: {getattr(exc, 'reason', exc)}")
+    try:
+        answer: Any = json.loads(text)
+    except ValueError:
+        answer = {"body": text[:500]}
+    data = {"status_code": code, "response": answer}
+    if as_json:
+        emit(data, True, click.echo)
+    else:
+        click.echo(f"{code} {json.dumps(answer)}")
+    if code >= 400:
+        raise SystemExit(1)
+
+
+# ------------------------------------------------------------------ processes
+
+
+@main.command("worker")
+@click.argument("queue_names", nargs=-1)
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--simple", is_flag=True, help="Run jobs in this process instead of a fork per job.")
+@pass_ctx
+def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: bool) -> None:
+    """Run an RQ worker (with its scheduler) on webhooks, sync, default."""
+    from rq import SimpleWorker
+
+    from worker.jobs import OrgsyncWorker
+    from worker.logs import configure_logging
+    from worker.queues import QUEUE_NAMES, get_queue
+
+    configure_logging(force=True)
+    rt = ctx.runtime
+    if rt.embedded:
+        fail("orgsync worker needs REDIS_URL (without it, `orgsync dev` runs the jobs in its own process)")
+    names = queue_names or QUEUE_NAMES
+    unknown = [n for n in names if n not in QUEUE_NAMES]
+    if unknown:
+        fail(f"unknown queue {unknown[0]!r}; the queues are {', '.join(QUEUE_NAMES)}")
+    cls = SimpleWorker if simple else OrgsyncWorker
+    w = cls([get_queue(n, rt.redis) for n in names], connection=rt.redis)
+    # The scheduler moves retries and rate-limit reschedules back onto the
+    # queues when they are due; RQ elects one scheduler per queue itself.
+    w.work(with_scheduler=True, burst=burst)
+
+
+@main.command("cron")
+@pass_ctx
+def cron_cmd(ctx: _Ctx) -> None:
+    """Run RQ's cron scheduler: resyncs, sweep, prune. Run exactly one."""
+    from worker.cron import build_cron
+    from worker.logs import configure_logging
+
+    configure_logging(force=True)
+    rt = ctx.runtime
+    if rt.embedded:
+        fail("orgsync cron needs REDIS_URL (without it, `orgsync dev` runs the periodic jobs itself)")
+    build_cron(rt.redis, rt.settings).start()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,206 @@
+"""Service reads and the operators' admin API (SPEC section 4).
+
+Service token: ``GET /v1/workspaces/<ref>``, ``.../members``,
+``.../activity``, ``GET /v1/changes``. Admin token: ``/v1/admin/*``.
+Operator actions are the same functions the CLI calls (worker.queues), so
+both answer with the same objects. Every error is JSON; bad parameters are
+400, never a 5xx.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify, request
+
+from models import deliveries, store
+from webhooks.auth import require_token
+from webhooks.errors import ApiError
+from webhooks.services import services
+from worker import queues
+
+bp = Blueprint("api", __name__)
+
+MAX_LIMIT = 1000
+PLAN_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+DEFAULT_LIMIT = 100
+
+
+def _reply(status: int, body: Any) -> Response:
+    resp = jsonify(body)
+    resp.status_code = status
+    return resp
+
+
+def _int_param(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"The {name} parameter must be a whole number.") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ApiError(400, "invalid_parameter", f"The {name} parameter must be {bounds}.")
+    return value
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True)
+    if body is None and not request.get_data():
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "The body must be a JSON object.")
+    return body
+
+
+def _redis() -> redis.Redis:
+    return services().redis
+
+
+def _queue_error(exc: redis.RedisError) -> ApiError:
+    return ApiError(503, "queue_unavailable", f"The job queue is unreachable ({type(exc).__name__}); try again.")
+
+
+# --------------------------------------------------------------------------- service reads
+
+
+@bp.get("/v1/workspaces/<ref>")
+@require_token("service")
+def workspace(ref: str) -> Any:
+    with services().session() as s:
+        return jsonify(store.workspace_to_dict(store.find_workspace(s, ref)))
+
+
+@bp.get("/v1/workspaces/<ref>/members")
+@require_token("service")
+def workspace_members(ref: str) -> Any:
+    with services().session() as s:
+        ws = store.find_workspace(s, ref)
+        return jsonify({"workspace": store.workspace_to_dict(ws), "members": store.members(s, ws)})
+
+
+@bp.get("/v1/workspaces/<ref>/activity")
+@require_token("service")
+def workspace_activity(ref: str) -> Any:
+    after = _int_param("after", 0, 0)
+    limit = _int_param("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    with services().session() as s:
+        ws = store.find_workspace(s, ref)
+        entries = [store.activity_to_dict(a)
+                   for a in store.list_activity(s, workspace_id=ws.id, after=after, limit=limit)]
+    return jsonify({
+        "workspace": ws.id,
+        "activity": entries,
+        "next_after": entries[-1]["seq"] if entries else after,
+    })
+
+
+@bp.get("/v1/changes")
+@require_token("service")
+def changes() -> Any:
+    """The change feed: every activity entry after ``after``, in order."""
+    after = _int_param("after", 0, 0)
+    limit = _int_param("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    with services().session() as s:
+        entries = [store.activity_to_dict(a) for a in store.list_activity(s, after=after, limit=limit)]
+    return jsonify({"changes": entries, "next_after": entries[-1]["seq"] if entries else after})
+
+
+# --------------------------------------------------------------------------- admin
+
+
+@bp.post("/v1/admin/resync")
+@require_token("admin")
+def admin_resync() -> Any:
+    body = _json_body()
+    target = body.get("target")
+    if not isinstance(target, str) or not target.strip():
+        raise ApiError(400, "invalid_request", 'The body needs "target": a workspace reference or "all".')
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise ApiError(400, "invalid_request", 'The "force" field must be true or false.')
+    rt = services()
+    try:
+        with rt.session() as s:
+            queued = queues.resync(s, rt.redis, target.strip(), force=force)
+    except redis.RedisError as exc:
+        raise _queue_error(exc) from None
+    return _reply(202, {"queued": queued})
+
+
+@bp.get("/v1/admin/status")
+@require_token("admin")
+def admin_status() -> Any:
+    rt = services()
+    with rt.session() as s:
+        return jsonify(queues.status_report(s, rt.redis))
+
+
+@bp.get("/v1/admin/deliveries")
+@require_token("admin")
+def admin_deliveries() -> Any:
+    status = request.args.get("status") or None
+    if status is not None and status not in deliveries.STATUSES:
+        raise ApiError(400, "invalid_parameter",
+                       f"The status parameter must be one of: {', '.join(deliveries.STATUSES)}.")
+    provider = request.args.get("provider") or None
+    if provider is not None and provider not in ("github", "gitlab"):
+        raise ApiError(400, "invalid_parameter", "The provider parameter must be github or gitlab.")
+    limit = _int_param("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    with services().session() as s:
+        items = [deliveries.delivery_to_dict(d)
+                 for d in deliveries.list_deliveries(s, status=status, provider=provider, limit=limit)]
+    return jsonify({"deliveries": items})
+
+
+@bp.post("/v1/admin/deliveries/<path:delivery_id>/replay")
+@require_token("admin")
+def admin_replay(delivery_id: str) -> Any:
+    rt = services()
+    try:
+        with rt.session() as s:
+            result = queues.replay_delivery(s, rt.redis, delivery_id)
+    except redis.RedisError as exc:
+        raise _queue_error(exc) from None
+    return _reply(202, result)
+
+
+@bp.post("/v1/admin/workspaces/<ref>/transfer")
+@require_token("admin")
+def admin_transfer(ref: str) -> Any:
+    body = _json_body()
+    to = body.get("to")
+    if not isinstance(to, str) or not to.strip():
+        raise ApiError(400, "invalid_request", 'The body needs "to": a user id or username.')
+    with services().session() as s:
+        ws = store.find_workspace(s, ref)
+        store.transfer_ownership(s, ws, store.get_user(s, to.strip()), actor="operator")
+        return jsonify(store.workspace_to_dict(ws))
+
+
+@bp.post("/v1/admin/workspaces/<ref>/disconnect")
+@require_token("admin")
+def admin_disconnect(ref: str) -> Any:
+    with services().session() as s:
+        ws = store.find_workspace(s, ref)
+        store.disconnect(s, ws, actor="operator", reason="operator")
+        return jsonify(store.workspace_to_dict(ws))
+
+
+@bp.post("/v1/admin/workspaces/<ref>/subscription")
+@require_token("admin")
+def admin_subscription(ref: str) -> Any:
+    body = _json_body()
+    if "plan" not in body:
+        raise ApiError(400, "invalid_request", 'The body needs "plan": a plan name or null.')
+    plan = body["plan"]
+    if plan is not None and (not isinstance(plan, str) or not PLAN_RE.match(plan)):
+        raise ApiError(400, "invalid_request",
+                       'The "plan" field must be null or a plan name (1-64 letters, digits, ".", "_", "-").')
+    with services().session() as s:
+        ws = store.find_workspace(s, ref)
+        store.set_subscription(s, ws, plan, actor="operator")
+        return jsonify(store.workspace_to_dict(ws))

@@ -1,0 +1,436 @@
+"""GET /metrics (Prometheus) and GET /openapi.json.
+
+Metrics are computed at scrape time from the shared database and Redis by a
+custom collector, not counted in process memory: with many gunicorn workers
+and RQ work horses (which exit after every job) in-process counters would
+each see a fraction and reset on every restart. Any web process therefore
+answers with the deployment-wide figures.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from models import queries
+from webhooks.services import services
+from worker.runtime import Runtime
+
+bp = Blueprint("observability", __name__)
+
+
+class OrgsyncCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("orgsync_scrape_source_up",
+                               "1 when the source could be read for this scrape", labels=["source"])
+        try:
+            yield from self._database()
+            up.add_metric(["database"], 1)
+        except Exception:  # noqa: BLE001 - a scrape reports what it can
+            up.add_metric(["database"], 0)
+        try:
+            yield from self._redis()
+            up.add_metric(["redis"], 1)
+        except Exception:  # noqa: BLE001
+            up.add_metric(["redis"], 0)
+        yield up
+
+    def _database(self) -> Iterator[Metric]:
+        with self.runtime.session() as s:
+            outcomes = queries.delivery_outcomes(s)
+            runs = queries.sync_run_totals(s)
+            sync_hist = queries.duration_histogram(s, "sync")
+            delivery_hist = queries.duration_histogram(s, "delivery")
+            workspaces = queries.workspace_counts(s)
+            held = sum(1 for r in queries.last_full_runs(s).values() if r.result == "held")
+        d = GaugeMetricFamily(
+            "orgsync_deliveries",
+            "Webhook deliveries stored (processed ones are kept 30 days), by provider, event and outcome",
+            labels=["provider", "event", "outcome"],
+        )
+        for provider, event, status, n in outcomes:
+            d.add_metric([provider, event, status], n)
+        yield d
+        r = CounterMetricFamily("orgsync_sync_runs", "Sync runs by kind and result",
+                                labels=["kind", "result"])
+        calls = CounterMetricFamily("orgsync_provider_api_calls",
+                                    "Provider API requests made by sync runs", labels=["kind"])
+        nm = CounterMetricFamily("orgsync_provider_not_modified",
+                                 "Conditional provider requests answered 304 (free of rate limit)",
+                                 labels=["kind"])
+        per_kind_calls: dict[str, int] = {}
+        per_kind_nm: dict[str, int] = {}
+        for kind, result, n, c, m in runs:
+            r.add_metric([kind, result], n)
+            per_kind_calls[kind] = per_kind_calls.get(kind, 0) + c
+            per_kind_nm[kind] = per_kind_nm.get(kind, 0) + m
+        for kind, c in per_kind_calls.items():
+            calls.add_metric([kind], c)
+            nm.add_metric([kind], per_kind_nm[kind])
+        yield r
+        yield calls
+        yield nm
+        yield _histogram("orgsync_sync_duration_seconds", "Duration of finished sync runs", "kind", sync_hist)
+        yield _histogram("orgsync_delivery_processing_seconds",
+                         "Time from a delivery job's start to the delivery being processed",
+                         "provider", delivery_hist)
+        w = GaugeMetricFamily("orgsync_workspaces", "Workspaces by kind and status", labels=["kind", "status"])
+        for kind, status, n in workspaces:
+            w.add_metric([kind, status], n)
+        yield w
+        yield GaugeMetricFamily("orgsync_syncs_held",
+                                "Workspaces whose last full sync is held by the mass-removal guard",
+                                value=held)
+
+    def _redis(self) -> Iterator[Metric]:
+        from worker.queues import queue_depths
+
+        depths = queue_depths(self.runtime.redis)
+        g = GaugeMetricFamily("orgsync_queue_jobs", "RQ jobs per queue and state", labels=["queue", "state"])
+        for queue, states in depths.items():
+            for state, n in states.items():
+                g.add_metric([queue, state], n)
+        yield g
+
+
+def _histogram(name: str, doc: str, label: str, rows: list[tuple[str, list[int], int, float]]) -> Metric:
+    h = HistogramMetricFamily(name, doc, labels=[label])
+    for value, buckets, count, total in rows:
+        pairs = [(_le(b), n) for b, n in zip(queries.DURATION_BUCKETS, buckets, strict=True)]
+        pairs.append(("+Inf", count))
+        h.add_metric([value], pairs, total)
+    return h
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) if bound == int(bound) else str(bound)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    # A registry per scrape: the figures come from shared state, and nothing
+    # is registered globally (several apps may live in one test process).
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(OrgsyncCollector(services()))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return jsonify(build_openapi())
+
+
+# --------------------------------------------------------------------------- OpenAPI
+# The HTTP API as it is (SPEC section 4). Response schemas allow extra
+# properties: clients must ignore fields they do not know.
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _obj(required: list[str], props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+_S = {"type": "string"}
+_I = {"type": "integer"}
+_B = {"type": "boolean"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(["error", "message"], {"error": _S, "message": _S}),
+    "UserRef": _obj(["id", "username"], {"id": _S, "username": _S}),
+    "Workspace": _obj(
+        ["id", "name", "kind", "provider", "provider_org_id", "provider_org_login", "status", "owner",
+         "subscription"],
+        {
+            "id": _S,
+            "name": _S,
+            "kind": {"type": "string", "enum": ["personal", "managed", "provider"]},
+            "provider": _nullable({"type": "string", "enum": ["github", "gitlab"]}),
+            "provider_org_id": _nullable(_I),
+            "provider_org_login": _nullable(_S),
+            "reference": _nullable(_S),
+            "status": {"type": "string", "enum": ["active", "suspended", "disconnected"]},
+            "link": _nullable(_S),
+            "owner": _nullable(_ref("UserRef")),
+            "subscription": _nullable(_S),
+        },
+    ),
+    "Member": _obj(
+        ["user", "provider_user_id", "login", "role", "source"],
+        {
+            "user": _nullable(_ref("UserRef")),
+            "provider_user_id": _nullable(_I),
+            "login": _S,
+            "role": {"type": "string", "enum": ["owner", "admin", "member", "billing"]},
+            "source": _S,
+            "access": _B,
+        },
+    ),
+    "Members": _obj(["workspace", "members"],
+                    {"workspace": _ref("Workspace"), "members": {"type": "array", "items": _ref("Member")}}),
+    "ActivityEntry": _obj(
+        ["seq", "at", "workspace", "actor", "action", "subject", "details"],
+        {"seq": _I, "at": _nullable(_S), "workspace": _nullable(_S), "actor": _S, "action": _S,
+         "subject": _nullable(_S), "details": {"type": "object"}},
+    ),
+    "ActivityPage": _obj(["workspace", "activity", "next_after"],
+                         {"workspace": _S, "activity": {"type": "array", "items": _ref("ActivityEntry")},
+                          "next_after": _I}),
+    "Changes": _obj(["changes", "next_after"],
+                    {"changes": {"type": "array", "items": _ref("ActivityEntry")}, "next_after": _I}),
+    "SyncRun": _obj(
+        ["id", "workspace", "kind", "trigger", "result", "started_at", "finished_at", "added", "removed",
+         "changed", "api_calls"],
+        {"id": _I, "workspace": _S, "kind": _S, "trigger": _S, "result": _S, "forced": _B,
+         "started_at": _nullable(_S), "finished_at": _nullable(_S), "at": _nullable(_S),
+         "added": _I, "removed": _I, "changed": _I, "api_calls": _I, "not_modified": _I,
+         "error": _nullable(_S), "details": {"type": "object"}},
+    ),
+    "StatusWorkspace": {"allOf": [_ref("Workspace"), _obj(["last_sync"], {
+        "last_sync": _nullable(_ref("SyncRun")), "link_error": _nullable(_S)})]},
+    "QueueDepth": _obj(["queued", "scheduled", "started", "failed"],
+                       {"queued": _I, "scheduled": _I, "started": _I, "deferred": _I, "failed": _I}),
+    "Status": _obj(
+        ["workspaces", "held", "deliveries", "queues"],
+        {
+            "workspaces": {"type": "array", "items": _ref("StatusWorkspace")},
+            "held": {"type": "array", "items": _obj(["workspace", "run"], {
+                "workspace": _S, "name": _S, "run": _I, "reason": _nullable(_S)})},
+            "deliveries": _obj(["pending", "failed"], {
+                "pending": _I, "failed": _I, "deferred": _I,
+                "by_status": {"type": "object", "additionalProperties": _I}}),
+            "queues": _nullable({"type": "object", "additionalProperties": _ref("QueueDepth")}),
+            "queues_error": _S,
+        },
+    ),
+    "Delivery": _obj(
+        ["id", "provider", "event", "status"],
+        {"id": _S, "provider": _S, "event": _S, "action": _nullable(_S), "status": _S, "org": _nullable(_S),
+         "attempts": _I, "job": _nullable(_S), "error": _nullable(_S), "outcome": {"type": "object"},
+         "received_at": _nullable(_S), "queued_at": _nullable(_S), "started_at": _nullable(_S),
+         "processed_at": _nullable(_S)},
+    ),
+    "Deliveries": _obj(["deliveries"], {"deliveries": {"type": "array", "items": _ref("Delivery")}}),
+    "Queued": _obj(["queued"], {"queued": {"type": "array", "items": _obj(["workspace", "job"], {
+        "workspace": _S, "job": _S})}}),
+    "Replayed": _obj(["delivery", "status", "job"], {"delivery": _S, "status": _S, "job": _S}),
+    "WebhookAnswer": _obj(["delivery", "status"], {
+        "delivery": _S,
+        "status": {"type": "string", "enum": ["queued", "duplicate", "ignored", "pong"]}}),
+    "LoginRequest": _obj(["provider", "access_token"], {
+        "provider": {"type": "string", "enum": ["github", "gitlab"]}, "access_token": _S}),
+    "Login": _obj(["user", "workspaces"], {
+        "user": _ref("UserRef"),
+        "workspaces": {"type": "array", "items": _obj(["id", "name", "kind", "role"], {
+            "id": _S, "name": _S, "kind": _S, "role": _S})}}),
+    "OidcRequest": {"type": "object", "properties": {"token": _S, "workspace": _S}},
+    "OidcResolution": _obj(["workspace", "provider", "owner", "repository", "subject"], {
+        "workspace": _ref("Workspace"), "provider": _S,
+        "owner": _obj(["login", "id"], {"login": _nullable(_S), "id": {}}),
+        "repository": _nullable(_S), "subject": _nullable(_S)}),
+    "OidcError": {"allOf": [_ref("Error"), {"type": "object", "properties": {"reason": _S}}]},
+    "Health": _obj(["status"], {"status": _S}),
+    "Ready": _obj(["status", "checks"], {"status": _S, "checks": {"type": "object"}, "redis": _S}),
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Bad request", 401: "Missing or wrong bearer token", 402: "Subscription required",
+            403: "Forbidden, or this API is turned off", 404: "Not found", 409: "Conflicts with the state",
+            413: "Body too large", 415: "Unsupported media type", 502: "Provider answer unusable",
+            503: "A dependency is unavailable"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _ref_param() -> dict[str, Any]:
+    return {"name": "ref", "in": "path", "required": True,
+            "description": "Workspace id, name, or github:/gitlab: reference", "schema": _S}
+
+
+def _page_params() -> list[dict[str, Any]]:
+    return [
+        {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    ]
+
+
+def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def build_openapi() -> dict[str, Any]:
+    service = [{"serviceToken": []}]
+    admin = [{"adminToken": []}]
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Process alive", "operationId": "healthz",
+                             "responses": {"200": _json(_ref("Health"), "Alive")}}},
+        "/readyz": {"get": {"summary": "Database and Redis reachable", "operationId": "readyz",
+                            "responses": {"200": _json(_ref("Ready"), "Ready"),
+                                          "503": _json(_ref("Ready"), "A dependency is unreachable")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
+                             "responses": {"200": {"description": "Prometheus text format",
+                                                   "content": {"text/plain": {"schema": _S}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                  "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")}}},
+        "/webhooks/github": {"post": {
+            "summary": "GitHub webhook delivery (X-Hub-Signature-256 over the raw body)",
+            "operationId": "githubWebhook",
+            "parameters": [
+                {"name": "X-GitHub-Event", "in": "header", "required": True, "schema": _S},
+                {"name": "X-GitHub-Delivery", "in": "header", "required": True, "schema": _S},
+                {"name": "X-Hub-Signature-256", "in": "header", "required": True, "schema": _S},
+            ],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/x-www-form-urlencoded": {"schema": _obj(["payload"], {"payload": _S})},
+            }},
+            "responses": {"200": _json(_ref("WebhookAnswer"), "Duplicate delivery, or ping"),
+                          "202": _json(_ref("WebhookAnswer"), "Recorded and queued, or recorded and ignored"),
+                          **_errors(400, 401, 413, 415)},
+        }},
+        "/webhooks/gitlab": {"post": {
+            "summary": "GitLab webhook (X-Gitlab-Token; Standard Webhooks signature when configured)",
+            "operationId": "gitlabWebhook",
+            "parameters": [
+                {"name": "X-Gitlab-Token", "in": "header", "required": True, "schema": _S},
+                {"name": "X-Gitlab-Event", "in": "header", "required": False, "schema": _S},
+                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": _S},
+                {"name": "X-Gitlab-Event-UUID", "in": "header", "required": False, "schema": _S},
+                {"name": "webhook-id", "in": "header", "required": False, "schema": _S},
+                {"name": "webhook-timestamp", "in": "header", "required": False, "schema": _S},
+                {"name": "webhook-signature", "in": "header", "required": False, "schema": _S},
+            ],
+            "requestBody": _body({"type": "object"}),
+            "responses": {"200": _json(_ref("WebhookAnswer"), "Duplicate delivery"),
+                          "202": _json(_ref("WebhookAnswer"), "Recorded and queued, or recorded and ignored"),
+                          **_errors(400, 401, 413, 415)},
+        }},
+        "/v1/logins": {"post": {
+            "summary": "Sync a user's memberships at login", "operationId": "login", "security": service,
+            "requestBody": _body(_ref("LoginRequest")),
+            "responses": {"200": _json(_ref("Login"), "The user and the workspaces they can reach"),
+                          **_errors(400, 401, 403, 502, 503)},
+        }},
+        "/v1/oidc/resolve": {"post": {
+            "summary": "Resolve a CI OIDC token to its tenant workspace", "operationId": "oidcResolve",
+            "security": [{}, {"oidcToken": []}],
+            "requestBody": _body(_ref("OidcRequest"), required=False),
+            "responses": {"200": _json(_ref("OidcResolution"), "The tenant"),
+                          **{str(c): _json(_ref("OidcError"), d) for c, d in (
+                              (400, "malformed_token"), (401, "invalid_token or token_replayed"),
+                              (402, "subscription_required"), (403, "workspace_mismatch or workspace_inactive"),
+                              (404, "no_workspace"), (413, "Body too large"), (503, "Unavailable"))}},
+        }},
+        "/v1/workspaces/{ref}": {"get": {
+            "summary": "One workspace", "operationId": "getWorkspace", "security": service,
+            "parameters": [_ref_param()],
+            "responses": {"200": _json(_ref("Workspace"), "The workspace"), **_errors(401, 403, 404)},
+        }},
+        "/v1/workspaces/{ref}/members": {"get": {
+            "summary": "A workspace's members (roster members without an account have user null)",
+            "operationId": "getMembers", "security": service, "parameters": [_ref_param()],
+            "responses": {"200": _json(_ref("Members"), "Members"), **_errors(401, 403, 404)},
+        }},
+        "/v1/workspaces/{ref}/activity": {"get": {
+            "summary": "A workspace's activity log", "operationId": "getActivity", "security": service,
+            "parameters": [_ref_param(), *_page_params()],
+            "responses": {"200": _json(_ref("ActivityPage"), "Entries after `after`, oldest first"),
+                          **_errors(400, 401, 403, 404)},
+        }},
+        "/v1/changes": {"get": {
+            "summary": "The change feed: every activity entry after a sequence number",
+            "operationId": "getChanges", "security": service, "parameters": _page_params(),
+            "responses": {"200": _json(_ref("Changes"), "Entries after `after`, oldest first"),
+                          **_errors(400, 401, 403)},
+        }},
+        "/v1/admin/resync": {"post": {
+            "summary": "Queue full syncs of one workspace or all", "operationId": "adminResync",
+            "security": admin,
+            "requestBody": _body(_obj(["target"], {"target": _S, "force": _B})),
+            "responses": {"202": _json(_ref("Queued"), "Queued (a waiting sync is joined)"),
+                          **_errors(400, 401, 403, 404, 409, 503)},
+        }},
+        "/v1/admin/status": {"get": {
+            "summary": "Workspaces with their last sync, held syncs, deliveries, queue depths",
+            "operationId": "adminStatus", "security": admin,
+            "responses": {"200": _json(_ref("Status"), "Status"), **_errors(401, 403)},
+        }},
+        "/v1/admin/deliveries": {"get": {
+            "summary": "Recorded webhook deliveries, newest first", "operationId": "adminDeliveries",
+            "security": admin,
+            "parameters": [
+                {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": [
+                    "received", "queued", "processing", "processed", "ignored", "failed", "deferred"]}},
+                {"name": "provider", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["github", "gitlab"]}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            ],
+            "responses": {"200": _json(_ref("Deliveries"), "Deliveries"), **_errors(400, 401, 403)},
+        }},
+        "/v1/admin/deliveries/{id}/replay": {"post": {
+            "summary": "Queue a failed or stuck delivery again", "operationId": "adminReplay",
+            "security": admin,
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": _S}],
+            "responses": {"202": _json(_ref("Replayed"), "Queued"), **_errors(401, 403, 404, 409, 503)},
+        }},
+        "/v1/admin/workspaces/{ref}/transfer": {"post": {
+            "summary": "Transfer ownership to another member", "operationId": "adminTransfer",
+            "security": admin, "parameters": [_ref_param()],
+            "requestBody": _body(_obj(["to"], {"to": _S})),
+            "responses": {"200": _json(_ref("Workspace"), "The workspace"),
+                          **_errors(400, 401, 403, 404, 409)},
+        }},
+        "/v1/admin/workspaces/{ref}/disconnect": {"post": {
+            "summary": "Disconnect a provider workspace", "operationId": "adminDisconnect",
+            "security": admin, "parameters": [_ref_param()],
+            "responses": {"200": _json(_ref("Workspace"), "The workspace"), **_errors(401, 403, 404, 409)},
+        }},
+        "/v1/admin/workspaces/{ref}/subscription": {"post": {
+            "summary": "Set or clear the subscription plan", "operationId": "adminSubscription",
+            "security": admin, "parameters": [_ref_param()],
+            "requestBody": _body(_obj(["plan"], {"plan": _nullable(_S)})),
+            "responses": {"200": _json(_ref("Workspace"), "The workspace"),
+                          **_errors(400, 401, 403, 404, 409)},
+        }},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "orgsync", "version": "1.0.0",
+                 "description": "Mirrors GitHub organizations and GitLab top-level groups into "
+                                "provider workspaces."},
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "serviceToken": {"type": "http", "scheme": "bearer",
+                                 "description": "ORGSYNC_SERVICE_TOKEN"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "ORGSYNC_ADMIN_TOKEN"},
+                "oidcToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                              "description": "A CI OIDC token, instead of the body's token field"},
+            },
+        },
+    }
