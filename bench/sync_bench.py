@@ -33,7 +33,7 @@ import _common  # noqa: F401  (puts the project on sys.path)
 from _common import machine
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 
 from models import store
 from models.base import Base, make_engine, make_session_factory
@@ -122,7 +122,7 @@ def _measure(n: int, label: str, key: str, out: Connection) -> None:
     engine = make_engine(url)
     Base.metadata.create_all(engine)
     with engine.begin() as c:
-        c.execute(Counter.__table__.insert().values(name="activity", value=0))
+        c.execute(insert(Counter).values(name="activity", value=0))
     statements = [0]
 
     @event.listens_for(engine, "before_cursor_execute")
