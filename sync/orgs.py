@@ -128,20 +128,24 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
     base = (provider.api_calls, provider.not_modified)
     listing: list[ProviderMember] = []
     pages = 0
+    stage = "org"
     try:
         org = provider.get_org(target.org_id)
         if org.org_id != target.org_id:
             raise ProviderError(f"asked for org {target.org_id}, the provider answered {org.org_id}")
         org = replace(org, installation_id=target.installation_id)
+        stage = "roster"
         # Pages are consumed as they arrive; only the compact members stay.
         for page in provider.iter_roster(org, cache):
             pages += 1
             listing.extend(page.members)
+        stage = "confirm_removals"
+        confirmed_absent, confirmation = _confirm_removals(ctx, provider, org, workspace_id, listing, force)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; _record_failure re-raises
         calls, not_modified = _counts(provider, base)
         close_provider(provider)
         return _record_failure(ctx, target, run_id, exc, cache, calls, not_modified,
-                               {"pages_read": pages, "stage": "roster" if pages else "org"})
+                               {"pages_read": pages, "stage": stage})
     calls, not_modified = _counts(provider, base)
     close_provider(provider)
 
@@ -166,6 +170,8 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         p = plan(stored, listing, complete=True)
         del listing
         details.update({"members": p.seen, "stored": len(stored), "login_changes": len(p.login_changes)})
+        if confirmation:
+            details["removal_check"] = confirmation
         fraction = ctx.settings.max_removal_fraction
         if removal_held(len(stored), len(p.removals), fraction) and not force:
             details.update({
@@ -182,6 +188,12 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
             outcome = RunOutcome("held", api_calls=calls, not_modified=not_modified,
                                  error=error, details=details)
         else:
+            unconfirmed = [uid for uid in p.removals if uid not in confirmed_absent]
+            if unconfirmed:
+                # Stored meanwhile (a webhook's member sync) or not re-checked:
+                # kept until a sync confirms them gone.
+                details["removals_kept_unconfirmed"] = len(unconfirmed)
+                p = replace(p, removals=tuple(u for u in p.removals if u in confirmed_absent))
             added, removed, changed = apply_plan(s, ws, p, actor=actor)
             ws.last_full_sync_at = utcnow()
             outcome = RunOutcome("ok", added, removed, changed, calls, not_modified, details=details)
@@ -191,6 +203,65 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         log.info("full sync of %s: %s +%d -%d ~%d (%d calls, %d not modified)", workspace_id,
                  run.result, run.added, run.removed, run.changed, calls, not_modified)
         return store.sync_run_to_dict(run)
+
+
+# Up to this many planned removals are re-read one by one; more are checked
+# with a second full listing instead (cheaper than hundreds of single reads).
+RECHECK_ONE_BY_ONE = 100
+
+
+def _confirm_removals(
+    ctx: SyncContext,
+    provider: Provider,
+    org: ProviderOrg,
+    workspace_id: str,
+    listing: list[ProviderMember],
+    force: bool,
+) -> tuple[set[int], dict[str, Any]]:
+    """Confirm that members missing from the listing really left.
+
+    Both providers paginate member lists by offset: when someone leaves while
+    we walk the pages, everyone after them shifts one place up and a member
+    can fall between two pages; a member whose role changes between GitHub's
+    admin and member listings appears in neither. Without this check such a
+    member would lose access until the next sync. Members found still present
+    are appended to ``listing`` (the provider's current truth); the returned
+    set holds the ids confirmed absent, the only ones a sync may remove.
+    Provider errors propagate: the sync then applies nothing.
+    """
+    with ctx.session() as s:
+        stored = load_stored_roster(s, workspace_id)
+    candidates = plan(stored, listing, complete=True).removals
+    if not candidates:
+        return set(), {}
+    if removal_held(len(stored), len(candidates), ctx.settings.max_removal_fraction) and not force:
+        return set(), {}  # held anyway: spend no requests on it
+    absent: set[int] = set()
+    found = 0
+    if len(candidates) <= RECHECK_ONE_BY_ONE:
+        method = "member_reads"
+        for uid in candidates:
+            member = provider.get_member(org, uid, stored[uid].login)
+            if member is None or member.role is None:
+                absent.add(uid)
+            else:
+                listing.append(member)
+                found += 1
+    else:
+        method = "second_listing"
+        wanted = set(candidates)
+        seen: dict[int, ProviderMember] = {}
+        for page in provider.iter_roster(org, None):
+            for m in page.members:
+                if m.provider_user_id in wanted and m.role is not None:
+                    seen[m.provider_user_id] = m
+        absent = wanted - seen.keys()
+        listing.extend(seen.values())
+        found = len(seen)
+    if found:
+        log.warning("full sync of %s: %d member(s) missing from the listing are still members",
+                    workspace_id, found)
+    return absent, {"method": method, "candidates": len(candidates), "still_members": found}
 
 
 def _record_failure(
