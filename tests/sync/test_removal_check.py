@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_full_sync are parameters here)
 """A member missing from a listing is re-checked before removal.
 
 Both providers paginate member lists by offset; a member can fall between two
