@@ -262,9 +262,12 @@ class GitHubProvider:
                     members = list(cached.members)
                     yield RosterPage(members=members, not_modified=True, url=url)
                     following = _next_link(resp.headers)
-                    if following is None and len(members) >= self.per_page:
-                        # A 304 need not repeat the Link header; a full cached page
-                        # means there may be another one (GitHub paginates by number).
+                    if following is None and "link" not in {k.lower() for k in resp.headers} \
+                            and len(members) >= self.per_page:
+                        # A 304 need not repeat the Link header; when it carries
+                        # none, a full cached page means there may be another one
+                        # (GitHub paginates by number). A Link header without
+                        # rel="next" says this was the last page.
                         following = _with_page(url, _page_of(url) + 1)
                     url = self._checked_next(following)
                     continue
