@@ -23,6 +23,8 @@ from worker import queues
 bp = Blueprint("api", __name__)
 
 MAX_LIMIT = 1000
+# Sequence numbers are BIGINT; larger values would overflow the driver.
+MAX_SEQ = 2**63 - 1
 PLAN_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 DEFAULT_LIMIT = 100
 
@@ -85,7 +87,7 @@ def workspace_members(ref: str) -> Any:
 @bp.get("/v1/workspaces/<ref>/activity")
 @require_token("service")
 def workspace_activity(ref: str) -> Any:
-    after = _int_param("after", 0, 0)
+    after = _int_param("after", 0, 0, MAX_SEQ)
     limit = _int_param("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     with services().session() as s:
         ws = store.find_workspace(s, ref)
@@ -102,7 +104,7 @@ def workspace_activity(ref: str) -> Any:
 @require_token("service")
 def changes() -> Any:
     """The change feed: every activity entry after ``after``, in order."""
-    after = _int_param("after", 0, 0)
+    after = _int_param("after", 0, 0, MAX_SEQ)
     limit = _int_param("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     with services().session() as s:
         entries = [store.activity_to_dict(a) for a in store.list_activity(s, after=after, limit=limit)]
@@ -178,6 +180,7 @@ def admin_transfer(ref: str) -> Any:
     with services().session() as s:
         ws = store.find_workspace(s, ref)
         store.transfer_ownership(s, ws, store.get_user(s, to.strip()), actor="operator")
+        s.refresh(ws)  # the owner relationship was loaded before the change
         return jsonify(store.workspace_to_dict(ws))
 
 

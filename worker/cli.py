@@ -280,6 +280,7 @@ def workspaces_transfer(ctx: _Ctx, ref: str, to: str, as_json: bool) -> None:
         with ctx.runtime.session() as s:
             ws = store.find_workspace(s, ref)
             store.transfer_ownership(s, ws, store.get_user(s, to), actor="operator")
+            s.refresh(ws)  # the owner relationship was loaded before the change
             return store.workspace_to_dict(ws)
 
     data = _store_call(act)

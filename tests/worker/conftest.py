@@ -59,18 +59,18 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 def make_settings(db_url: str, server: FakeProviderServer, app_key: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        database_url=db_url,
-        github_api_url=server.github_api_url,
-        github_app_id=APP_ID,
-        github_app_private_key=app_key,
-        github_webhook_secrets=(GITHUB_SECRET,),
-        gitlab_url=server.gitlab_url,
-        gitlab_token=DEFAULT_TOKEN,
-        admin_tokens=(ADMIN_TOKEN,),
-        service_tokens=(SERVICE_TOKEN,),
-        resync_interval=3600,
-    )
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "github_api_url": server.github_api_url,
+        "github_app_id": APP_ID,
+        "github_app_private_key": app_key,
+        "github_webhook_secrets": (GITHUB_SECRET,),
+        "gitlab_url": server.gitlab_url,
+        "gitlab_token": DEFAULT_TOKEN,
+        "admin_tokens": (ADMIN_TOKEN,),
+        "service_tokens": (SERVICE_TOKEN,),
+        "resync_interval": 3600,
+    }
     values.update(overrides)
     return Settings(**values)
 
