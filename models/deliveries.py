@@ -82,16 +82,17 @@ def record_delivery(
         "processed_at": now if status in FINISHED else None,
     }
     dialect = session.get_bind().dialect.name
-    insert_fn = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert_fn is None:
+    # SQLAlchemy has no backend-neutral "insert or skip": build it per dialect.
+    stmt: postgresql.Insert | sqlite.Insert
+    if dialect == "postgresql":
+        stmt = postgresql.insert(Delivery).values(**values).on_conflict_do_nothing(index_elements=["id"])
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(Delivery).values(**values).on_conflict_do_nothing(index_elements=["id"])
+    else:
         raise RuntimeError(f"deliveries need PostgreSQL or SQLite, not {dialect}")
-    stmt = (
-        insert_fn(Delivery).values(**values).on_conflict_do_nothing(index_elements=["id"])
-        .returning(Delivery.id)
-    )
     # RETURNING, not rowcount: psycopg reports -1 as the rowcount of this
     # statement, which would make every duplicate look new.
-    return session.execute(stmt).scalar_one_or_none() is not None
+    return session.execute(stmt.returning(Delivery.id)).scalar_one_or_none() is not None
 
 
 def get_delivery(session: Session, delivery_id: str) -> Delivery:

@@ -193,7 +193,9 @@ def _github_target(event: str, payload: dict[str, Any]) -> _GitHubTarget:
     # GitHub's own examples disagree on account.type and target_type for org
     # installations; either saying Organization, or an organization object
     # in the payload, is enough.
-    is_org = bool(org) or "Organization" in (account.get("type"), inst.get("target_type"))
+    is_org = bool(org) or "Organization" in (
+        account.get("type"), inst.get("target_type"), payload.get("target_type")
+    )
     return _GitHubTarget(_int(inst.get("id")), org_id, org_login, is_org)
 
 
@@ -366,7 +368,14 @@ def process_delivery(ctx: SyncContext, delivery_id: str, enqueue: Enqueuer) -> s
             extra = {k: v for k, v in result.items() if k not in ("result", "reason")}
             deliveries.mark_ignored(s, delivery_id, str(result.get("reason", "")), **extra)
             return deliveries.IGNORED
-        actors = [actor] + [f"sync:{run}" for run in _run_ids(result)]
+        run = result.get("sync")
+        if isinstance(run, dict) and run.get("result") in ("failed", "auth_broken"):
+            # The sync could not read the provider (credentials, a permanent
+            # error): the run says what broke; the delivery stays replayable.
+            deliveries.mark_failed(s, delivery_id, f"sync run {run.get('id')} {run.get('result')}: "
+                                                   f"{run.get('error') or ''}".strip())
+            return deliveries.FAILED
+        actors = [actor] + [f"sync:{run_id}" for run_id in _run_ids(result)]
         result["activity"] = _activity_of(s, actors, first_seq)
         deliveries.mark_processed(s, delivery_id, result)
     return deliveries.PROCESSED

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,7 +70,7 @@ class World:
         *,
         delivery: str | None = None,
         secret: str = GITHUB_SECRET,
-        headers: dict[str, str | None] | None = None,
+        headers: Mapping[str, str | None] | None = None,
         content_type: str | None = None,
     ) -> Any:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -91,7 +91,7 @@ class World:
         token: str | None = GITLAB_SECRET,
         signing_secret: str | None = None,
         idempotency_key: str | None = None,
-        headers: dict[str, str | None] | None = None,
+        headers: Mapping[str, str | None] | None = None,
         timestamp: int | None = None,
     ) -> Any:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

@@ -26,7 +26,8 @@ from webhooks.app import MAX_BODY
 from webhooks.signatures import sign_github, sign_standard
 from worker.queues import delivery_job_id, enqueue_delivery
 
-ORG = {"id": 38302899, "login": "Octocoders"}
+ORG_ID, ORG_LOGIN = 38302899, "Octocoders"
+ORG: dict[str, Any] = {"id": ORG_ID, "login": ORG_LOGIN}
 MEMBER_ADDED: dict[str, Any] = {
     "action": "member_added",
     "membership": {"state": "active", "role": "member", "user": {"id": 501, "login": "alice"}},
@@ -42,8 +43,8 @@ GL_MEMBER: dict[str, Any] = {
 
 def _connected(world: World) -> str:
     """The org of MEMBER_ADDED, connected, so that the event is acted on."""
-    world.server.github.add_org(ORG["id"], ORG["login"], installation_id=1)
-    return world.github_workspace(ORG["id"], ORG["login"], installation_id=1)
+    world.server.github.add_org(ORG_ID, ORG_LOGIN, installation_id=1)
+    return world.github_workspace(ORG_ID, ORG_LOGIN, installation_id=1)
 
 
 def _body(payload: dict[str, Any] = MEMBER_ADDED) -> bytes:
@@ -407,7 +408,7 @@ def _sweep_and_drain(world: World, connection: redis_lib.Redis, ids: list[str]) 
 def _member_world(world: World, n: int) -> str:
     ws = _connected(world)
     for i in range(n):
-        world.server.github.add_member(ORG["id"], 600 + i, f"u{i}", "member")
+        world.server.github.add_member(ORG_ID, 600 + i, f"u{i}", "member")
     return ws
 
 
