@@ -21,7 +21,14 @@ from models import deliveries, store
 from models.base import make_engine
 from models.migrate import upgrade
 from tests.fakes.server import FakeProviderServer
-from tests.worker.conftest import ADMIN_TOKEN, APP_ID, GITHUB_SECRET, INSTALLATION, ORG_ID, make_settings
+from tests.worker.conftest import (
+    ADMIN_TOKEN,
+    APP_ID,
+    GITHUB_SECRET,
+    INSTALLATION,
+    ORG_ID,
+    make_settings,
+)
 from webhooks.app import create_app
 from worker import jobs
 from worker.cli import main
