@@ -90,7 +90,7 @@ def sync_run_totals(session: Session) -> list[tuple[str, str, int, int, int]]:
 
 def _seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[float]:
     if session.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", end - start)  # type: ignore[no-any-return]
+        return func.extract("epoch", end - start)  # type: ignore[return-value]
     # SQLite keeps ISO text; julianday() parses it (days, fractional).
     return cast((func.julianday(end) - func.julianday(start)) * 86400.0, Float)
 
@@ -105,7 +105,7 @@ def duration_histogram(session: Session, kind: str) -> list[tuple[str, list[int]
     if kind == "sync":
         label: Any = SyncRun.kind
         seconds = _seconds_between(session, SyncRun.started_at, SyncRun.finished_at)
-        where = SyncRun.finished_at.is_not(None)
+        where: ColumnElement[bool] = SyncRun.finished_at.is_not(None)
     else:
         label = Delivery.provider
         seconds = _seconds_between(session, Delivery.started_at, Delivery.processed_at)

@@ -282,8 +282,8 @@ def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
 
 
 def build_openapi() -> dict[str, Any]:
-    service = [{"serviceToken": []}]
-    admin = [{"adminToken": []}]
+    service: list[dict[str, list[str]]] = [{"serviceToken": []}]
+    admin: list[dict[str, list[str]]] = [{"adminToken": []}]
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Process alive", "operationId": "healthz",
                              "responses": {"200": _json(_ref("Health"), "Alive")}}},

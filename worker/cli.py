@@ -381,7 +381,7 @@ def _wait_for_syncs(rt: Runtime, queued: list[dict[str, str]], after_run: int, t
             if state is None or state in ("finished", "failed", "stopped", "canceled"):
                 nxt = rt.redis.get(follow_up_key(job_id))
                 if nxt:
-                    current[ws_id] = nxt.decode()
+                    current[ws_id] = nxt.decode() if isinstance(nxt, bytes) else str(nxt)
                     say(f"        {names[ws_id]}: another sync of the org is running; waiting for it")
                     continue
                 if state == "failed":

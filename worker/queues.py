@@ -211,9 +211,8 @@ class RqEnqueuer:
     def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
 
-    def full_sync(self, workspace_id: str, trigger: str, *, force: bool = False,
-                  delay: timedelta | None = None) -> str:
-        return enqueue_full_sync(self.connection, workspace_id, trigger=trigger, force=force, delay=delay)
+    def full_sync(self, workspace_id: str, trigger: str) -> None:
+        enqueue_full_sync(self.connection, workspace_id, trigger=trigger)
 
 
 def queue_depths(connection: redis.Redis) -> dict[str, dict[str, int]]:
