@@ -545,6 +545,8 @@ def _set_owner(session: Session, ws: Workspace, user_id: str | None, actor: str,
         return
     ws.owner_id = user_id
     ws.billing_user_id = user_id  # the billing contact follows the owner
+    # The eager-loaded relationship still points at the old owner otherwise.
+    ws.owner = session.get(User, user_id) if user_id is not None else None
     if ws.kind != "provider":
         if old is not None:
             session.execute(delete(Membership).where(Membership.workspace_id == ws.id, Membership.user_id == old))

@@ -8,6 +8,7 @@ from flask import Flask
 
 from models.config import Settings, load_settings
 from webhooks.errors import register_error_handlers
+from worker.logs import configure_logging
 from worker.runtime import Runtime
 
 # GitHub allows payloads up to 25 MiB (SPEC section 4).
@@ -30,6 +31,7 @@ def create_app(
     redis: redis_lib.Redis | None = None,
     runtime: Runtime | None = None,
 ) -> Flask:
+    configure_logging()
     app = Flask("orgsync")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import threading
-from typing import Any
+from typing import Any, Self
 
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -57,7 +57,7 @@ class FakeProviderServer:
     def gitlab_url(self) -> str:
         return f"{self.base_url}/gl"
 
-    def start(self) -> "FakeProviderServer":
+    def start(self) -> Self:
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -68,7 +68,7 @@ class FakeProviderServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FakeProviderServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

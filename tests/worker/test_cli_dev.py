@@ -60,7 +60,7 @@ def test_dev_serves_health_and_ready_on_embedded_default(tmp_path: Path) -> None
 def test_bad_configuration_stops_with_one_line_naming_the_variable(tmp_path: Path) -> None:
     env = dict(os.environ, ORGSYNC_MAX_REMOVAL_FRACTION="lots")
     proc = subprocess.run([str(ORGSYNC), "workspaces", "list"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "ORGSYNC_MAX_REMOVAL_FRACTION" in lines[0], proc.stderr
