@@ -54,6 +54,16 @@ def need_corpus() -> Path:
     return CORPUS
 
 
+@pytest.fixture(autouse=True)
+def _fresh_github_tokens() -> Iterator[None]:
+    """Installation tokens are cached per process; each test starts without them."""
+    from sync.providers.github import clear_token_cache
+
+    clear_token_cache()
+    yield
+    clear_token_cache()
+
+
 @pytest.fixture
 def pg_schema_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh, empty schema."""

@@ -641,7 +641,7 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: boo
     """Run an RQ worker (with its scheduler) on webhooks, sync, default."""
     from rq import SimpleWorker
 
-    from worker.jobs import OrgsyncWorker
+    from worker.jobs import OrgsyncWorker, warm_up
     from worker.logs import configure_logging
     from worker.queues import QUEUE_NAMES, get_queue
 
@@ -654,6 +654,7 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: boo
     if unknown:
         fail(f"unknown queue {unknown[0]!r}; the queues are {', '.join(QUEUE_NAMES)}")
     cls = SimpleWorker if simple else OrgsyncWorker
+    warm_up(rt)
     w = cls([get_queue(n, rt.redis) for n in names], connection=rt.redis)
     # The scheduler moves retries and rate-limit reschedules back onto the
     # queues when they are due; RQ elects one scheduler per queue itself.

@@ -319,6 +319,28 @@ def prune() -> int:
     return n
 
 
+def warm_up(rt: Runtime) -> None:
+    """Do once in the worker's parent what every job would otherwise repeat.
+
+    RQ's forking worker runs each job in a fresh child: anything imported or
+    parsed lazily inside a job is redone per job (PyGithub and python-gitlab
+    imports, parsing the app's RSA key: together hundreds of milliseconds).
+    Children inherit whatever the parent loaded before forking.
+    """
+    import sync.events
+    import sync.login
+    import sync.orgs
+    import sync.providers.gitlab  # noqa: F401
+    from sync.providers.github import parsed_private_key
+
+    if rt.settings.github_app_private_key:
+        try:
+            parsed_private_key(rt.settings.github_app_private_key)
+        except (ValueError, TypeError):
+            # A bad key is reported by the syncs that need it (link broken).
+            log.warning("the GitHub App private key cannot be parsed")
+
+
 class OrgsyncWorker(Worker):
     """RQ's forking worker; each work horse drops the database connections
     inherited from the parent, which must never be shared across processes."""

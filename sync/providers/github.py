@@ -17,6 +17,7 @@ that received it, installation tokens only in this instance's memory.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -102,6 +103,34 @@ class _InstallationToken:
     requester: Requester
 
 
+@functools.lru_cache(maxsize=4)
+def parsed_private_key(pem: str) -> Any:
+    """The app key, parsed once per process.
+
+    Loading a PEM key validates the RSA numbers, which costs tens of
+    milliseconds with current cryptography: done for every JWT it dominated a
+    webhook's processing time. A worker calls this before forking so that its
+    work horses inherit the parsed key. A bad key raises ValueError (AuthBroken
+    at the call site)."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    return load_pem_private_key(pem.encode(), password=None)
+
+
+# Installation tokens shared by every adapter instance of this process (a
+# job builds a fresh adapter; exchanging a token for each one would double the
+# requests of a member re-read). In memory only, never logged; keyed by API
+# URL, app id and installation id; dropped when GitHub rejects one.
+_shared_tokens: dict[tuple[str, str, int], tuple[str, datetime]] = {}
+_shared_tokens_lock = threading.Lock()
+
+
+def clear_token_cache() -> None:
+    """Forget every shared installation token (tests; key rotation)."""
+    with _shared_tokens_lock:
+        _shared_tokens.clear()
+
+
 def _read_private_key(private_key: str | None) -> str | None:
     """GITHUB_APP_PRIVATE_KEY may be the PEM text or a path to a PEM file."""
     if not private_key:
@@ -184,7 +213,11 @@ class GitHubProvider:
         self.api_calls = 0
         self.not_modified = 0
         key = _read_private_key(private_key)
-        self._app_auth: Auth.AppAuth | None = Auth.AppAuth(str(app_id), key) if app_id and key else None
+        self._app_auth: Auth.AppAuth | None = None
+        if app_id and key:
+            pem = key
+            self._app_auth = Auth.AppAuth(str(app_id), lambda: parsed_private_key(pem))
+        self._token_cache_key = (self.api_url, str(app_id or ""))
         self._base = Requester(
             auth=None,
             base_url=self.api_url,
@@ -429,8 +462,17 @@ class GitHubProvider:
             if current is not None:
                 current.requester.close()
                 del self._tokens[installation_id]
+            shared_key = (*self._token_cache_key, int(installation_id))
+            with _shared_tokens_lock:
+                shared = _shared_tokens.get(shared_key)
+            if shared is not None and shared[1] - TOKEN_REFRESH_MARGIN > _now():
+                reused = _InstallationToken(shared[0], shared[1], self._base.withAuth(Auth.Token(shared[0])))
+                self._tokens[installation_id] = reused
+                return reused, False  # a 401 on it gets one new exchange
             minted = self._exchange_token(installation_id)
             self._tokens[installation_id] = minted
+            with _shared_tokens_lock:
+                _shared_tokens[shared_key] = (minted.token, minted.expires_at)
             return minted, True
 
     def _drop_token(self, installation_id: int) -> None:
@@ -438,6 +480,8 @@ class GitHubProvider:
             current = self._tokens.pop(installation_id, None)
             if current is not None:
                 current.requester.close()
+        with _shared_tokens_lock:
+            _shared_tokens.pop((*self._token_cache_key, int(installation_id)), None)
 
     def _exchange_token(self, installation_id: int) -> _InstallationToken:
         requester = self._app_requester()
