@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import tempfile
 import time
 
@@ -22,9 +23,10 @@ import jwt
 import redis
 import responses
 from _common import describe_latencies, machine
+from sqlalchemy import text
 
 from models import store
-from models.base import Base
+from models.base import Base, make_engine
 from models.config import Settings
 from tests.fakes.issuer import GITHUB_ISSUER, FakeIssuer
 from webhooks.app import create_app
@@ -36,13 +38,20 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
     tmp = tempfile.mkdtemp()
-    db = os.environ.get("ORGSYNC_BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.db"
+    pg = os.environ.get("ORGSYNC_BENCH_DATABASE_URL")
+    schema = f"bench_oidc_{secrets.token_hex(4)}"
+    if pg:
+        admin = make_engine(pg)
+        with admin.begin() as c:
+            c.execute(text(f'CREATE SCHEMA "{schema}"'))
+        db = f"{pg}{'&' if '?' in pg else '?'}options=-csearch_path%3D{schema}"
+    else:
+        db = f"sqlite:///{tmp}/bench.db"
     redis_url = os.environ.get("ORGSYNC_BENCH_REDIS_URL")
     conn = redis.Redis.from_url(redis_url) if redis_url else fakeredis.FakeRedis(server=fakeredis.FakeServer())
     if redis_url:
         conn.flushdb()
     runtime = Runtime(Settings(database_url=db), redis_client=conn)
-    Base.metadata.drop_all(runtime.engine)
     Base.metadata.create_all(runtime.engine)
     with runtime.session() as s:
         from models.tables import Counter
@@ -79,6 +88,11 @@ def main() -> None:
             base_lat.append(time.perf_counter() - t0)
         btotal = time.perf_counter() - bstart
         extra_fetches = issuer.jwks_fetches - fetches_after_warmup
+    runtime.engine.dispose()
+    if pg:
+        with admin.begin() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
     n = args.n
     print(f"machine: {machine()}")
     print(f"database: {'PostgreSQL' if db.startswith('postgres') else 'SQLite'}, "
