@@ -22,7 +22,8 @@ from models import store
 from models.tables import Activity, RosterEntry, Workspace
 from sync.apply import apply_plan, lock_workspace
 from sync.context import SyncContext, close_provider
-from sync.providers.base import ProviderMember, TokenOrg
+from sync.errors import ProviderError
+from sync.providers.base import ProviderMember, ProviderOrg, TokenOrg
 from sync.roster import Plan, StoredMember, plan_member
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, 
     finally:
         close_provider(adapter)
     uid = me.provider_user_id
+    kept = _still_members_elsewhere(ctx, provider, uid, listed)
 
     with ctx.session() as s:
         ident = store.get_identity(s, provider, uid)
@@ -102,6 +104,8 @@ def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, 
             .order_by(Workspace.provider_org_id)
         ).all()
         for ws_id in stale:
+            if ws_id in kept:
+                continue
             ws = lock_workspace(s, ws_id)
             _, r, _ = apply_plan(s, ws, Plan(removals=(uid,)), actor=actor)
             removed += r
@@ -118,6 +122,55 @@ def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, 
         " (new account)" if created else "",
     )
     return result
+
+
+def _still_members_elsewhere(
+    ctx: SyncContext, provider: str, uid: int, listed: dict[int, TokenOrg]
+) -> set[str]:
+    """Workspaces where the user's roster entry stays although their token no
+    longer lists the org.
+
+    A user's token can miss an org they still belong to (GitHub's OAuth app
+    access restrictions hide an org from the app; a token issued with fewer
+    scopes). Where the service's own credentials can read the org (an app
+    installation on GitHub, the service token on GitLab), they decide; where
+    they cannot, or the check fails, the token's word stands for GitHub orgs
+    without an installation (their membership changes only at login) and the
+    entry is kept otherwise, for the next full sync to settle.
+    """
+    with ctx.session() as s:
+        rows = s.execute(
+            select(Workspace.id, Workspace.provider_org_id, Workspace.provider_org_login,
+                   Workspace.installation_id, Workspace.link_status, Workspace.status, RosterEntry.login)
+            .join(RosterEntry, RosterEntry.workspace_id == Workspace.id)
+            .where(
+                Workspace.provider == provider,
+                Workspace.kind == "provider",
+                RosterEntry.provider_user_id == uid,
+                Workspace.provider_org_id.not_in(list(listed) or [-1]),
+            )
+        ).all()
+    kept: set[str] = set()
+    for ws_id, org_id, org_login, installation_id, link, status, login in rows:
+        readable = status == "active" and link == "ok" and (
+            provider == "gitlab" or installation_id is not None)
+        if not readable:
+            continue
+        adapter = ctx.provider_for(provider, installation_id)
+        org = ProviderOrg(provider="github" if provider == "github" else "gitlab", org_id=int(org_id or 0),
+                          login=org_login or "", installation_id=installation_id)
+        try:
+            member = adapter.get_member(org, uid, login)
+        except ProviderError as exc:
+            log.warning("login sync: could not confirm that user %s left %s org %s (%s); kept",
+                        uid, provider, org_id, type(exc).__name__)
+            kept.add(ws_id)
+            continue
+        finally:
+            close_provider(adapter)
+        if member is not None and member.role is not None:
+            kept.add(ws_id)
+    return kept
 
 
 def _listed_orgs(orgs: Iterable[TokenOrg]) -> dict[int, TokenOrg]:

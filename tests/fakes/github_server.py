@@ -148,6 +148,8 @@ class FakeGitHub:
         self._installations: dict[int, _Installation] = {}
         self._installation_tokens: dict[str, tuple[int, datetime]] = {}
         self._user_tokens: dict[str, int] = {}
+        # Orgs with OAuth app access restrictions: user tokens do not see them.
+        self.hidden_from_user_tokens: set[int] = set()
         self._faults: list[_Fault] = []
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
             ("POST", re.compile(r"/app/installations/(?P<inst>\d+)/access_tokens"), self._h_access_token),
@@ -703,6 +705,7 @@ class FakeGitHub:
                 (o, o.members[user_id])
                 for o in sorted(self._orgs.values(), key=lambda o: o.org_id)
                 if user_id in o.members and (state is None or o.members[user_id].state == state)
+                and o.org_id not in self.hidden_from_user_tokens
             ]
             total = len(items)
             chunk = items[(page - 1) * per_page : page * per_page]

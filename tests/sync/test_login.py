@@ -357,3 +357,32 @@ def test_bad_bodies_are_400(client: FlaskClient, raw: bytes, ctx: SyncContext) -
     body = resp.get_json()
     assert body["error"] == "invalid_request" and body["message"]
     assert snapshot(ctx) == (0, 0, 0, 0)
+
+
+def test_org_hidden_from_the_token_but_confirmed_by_the_app_keeps_access(
+    client: FlaskClient, ctx: SyncContext, server: FakeProviderServer
+) -> None:
+    """GitHub's OAuth app access restrictions can hide an org from a user's
+    token; the app installation's view of the org decides."""
+    gh = server.github
+    gh.add_user_token("tok-ann", 11, "ann")
+    gh.add_org(100, "alpha", installation_id=77)
+    gh.add_member(100, 11, "ann")
+    gh.add_member(100, 12, "bob", "admin")
+    with ctx.session() as s:
+        wid = store.create_provider_workspace(s, "github", 100, "alpha", actor="test",
+                                              installation_id=77).id
+    assert full_sync(ctx, wid, trigger="test")["added"] == 2
+    assert "alpha" in by_name(post(client, {"provider": "github", "access_token": "tok-ann"}).get_json())
+
+    gh.hidden_from_user_tokens.add(100)  # the token stops listing the org; ann is still a member
+    answer = post(client, {"provider": "github", "access_token": "tok-ann"}).get_json()
+    assert "alpha" in by_name(answer)
+    with ctx.session() as s:
+        assert s.get(RosterEntry, (wid, 11)) is not None
+
+    gh.remove_member(100, 11)  # now the app confirms she left: the login removes her
+    answer = post(client, {"provider": "github", "access_token": "tok-ann"}).get_json()
+    assert "alpha" not in by_name(answer)
+    with ctx.session() as s:
+        assert s.get(RosterEntry, (wid, 11)) is None
