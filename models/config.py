@@ -136,7 +136,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if redis_url is not None:
         redis_url = _url(env, "REDIS_URL", redis_url, ("redis", "rediss", "unix"))
     app_id = env.get("GITHUB_APP_ID", "").strip() or None
-    if app_id is not None and not app_id.isdigit():
+    if app_id is not None and not (app_id.isascii() and app_id.isdigit()):
         raise ConfigError("GITHUB_APP_ID", "must be the numeric app id")
     signing = env.get("GITLAB_WEBHOOK_SIGNING_SECRET", "").strip() or None
     if signing is not None and not signing.startswith("whsec_"):

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -70,8 +70,9 @@ def record_delivery(
     values: dict[str, Any] = {
         "id": id,
         "provider": provider,
-        "event": event[:64],
-        "action": action[:64] if action else None,
+        # Labels from the payload: PostgreSQL refuses NUL in text.
+        "event": event.replace("\x00", "")[:64],
+        "action": action.replace("\x00", "")[:64] if action else None,
         "body_sha256": body_sha256,
         "payload": payload_text,
         "org_key": org_key,
@@ -96,6 +97,8 @@ def record_delivery(
 
 
 def get_delivery(session: Session, delivery_id: str) -> Delivery:
+    if "\x00" in delivery_id:  # PostgreSQL refuses NUL in text: no such id exists
+        raise DeliveryNotFound("no delivery with that id")
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise DeliveryNotFound(f"no delivery {delivery_id!r}")
@@ -183,7 +186,7 @@ def count_deliveries(session: Session, *, status: str | Sequence[str] | None = N
 
 def deliveries_to_sweep(
     session: Session, older_than: timedelta, *, stale_after: timedelta = timedelta(minutes=15),
-    limit: int = 500,
+    limit: int = 500, after: tuple[datetime, str] | None = None,
 ) -> list[Delivery]:
     """Deliveries that need (re)queueing: recorded but never queued for at
     least ``older_than`` (so the sweep does not race the web view that is
@@ -204,6 +207,9 @@ def deliveries_to_sweep(
         .order_by(Delivery.received_at, Delivery.id)
         .limit(limit)
     )
+    if after is not None:
+        # Keyset paging: the next batch after (received_at, id) of the last one seen.
+        stmt = stmt.where(tuple_(Delivery.received_at, Delivery.id) > tuple_(after[0], after[1]))
     return list(session.scalars(stmt))
 
 

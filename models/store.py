@@ -27,6 +27,7 @@ from models.errors import (
     UserNotFound,
     WorkspaceNotFound,
 )
+from models.ids import parse_id
 from models.tables import (
     Activity,
     Counter,
@@ -168,6 +169,8 @@ def _provider_name(session: Session, login: str, provider: str, org_id: int, *, 
 
 def get_user(session: Session, ref: str) -> User:
     """A user by id or username (case-insensitive)."""
+    if not ref or "\x00" in ref:
+        raise UserNotFound("no user with that name")
     user = session.get(User, ref)
     if user is None:
         user = session.scalar(select(User).where(User.username_lower == ref.lower()))
@@ -293,16 +296,18 @@ def find_workspace(session: Session, ref: str) -> Workspace:
     """By id, by name (case-insensitive), or by ``github:``/``gitlab:`` reference
     (login/full path, or numeric org id)."""
     ref = (ref or "").strip()
-    if not ref:
-        raise WorkspaceNotFound("no workspace named ''")
+    if not ref or "\x00" in ref:
+        # PostgreSQL refuses text with NUL: such a name cannot exist.
+        raise WorkspaceNotFound("no workspace with that name")
     ws = session.get(Workspace, ref)
     if ws is not None:
         return ws
     prefix, sep, rest = ref.partition(":")
     if sep and prefix.lower() in ("github", "gitlab") and rest:
         provider = prefix.lower()
-        if rest.isdigit():
-            ws = get_provider_workspace(session, provider, int(rest))
+        org_id = parse_id(rest)
+        if org_id is not None:
+            ws = get_provider_workspace(session, provider, org_id)
             if ws is not None:
                 return ws
         ws = session.scalar(

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 
 from models import deliveries, store
 from models.errors import DeliveryNotFound, StoreError
+from models.ids import parse_id
 from models.tables import Activity, Delivery, RosterEntry, Workspace
 from sync.apply import lock_workspace
 from sync.context import SyncContext
@@ -128,11 +129,7 @@ GITLAB_USER = ("user_rename", "user_destroy")
 
 def _int(value: Any) -> int | None:
     # bool is an int subclass; a true/false where an id belongs is not an id.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+    return parse_id(value)
 
 
 def _str(value: Any) -> str | None:

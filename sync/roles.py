@@ -47,7 +47,7 @@ def gitlab_role(
         return None
     if isinstance(access_level, str):
         text = access_level.strip().lower()
-        level = int(text) if text.isdigit() else _GITLAB_ROLE_NAMES.get(text)
+        level = int(text) if text.isascii() and text.isdigit() else _GITLAB_ROLE_NAMES.get(text)
         if level is None:
             return None
     else:

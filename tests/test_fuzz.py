@@ -21,9 +21,8 @@ The number of cases each test ran is printed (straight to the terminal, even
 without ``-s``), by generation mode or signature validity and status. Example
 budgets scale with ORGSYNC_FUZZ_SCALE (default 1; halved on PostgreSQL).
 
-Bugs the fuzz found are pinned by the test_known_bug_* tests at the end
-(xfail, strict); their inputs are kept out of the random generation until they
-are fixed (ORGSYNC_FUZZ_KNOWN_BUGS=1 puts them back).
+Bugs the fuzz found are pinned by the test_known_bug_* regression tests at
+the end; their inputs are part of the random generation too.
 """
 from __future__ import annotations
 
@@ -296,22 +295,13 @@ def test_schemathesis_authenticated(
 
 # =========================================================================== 2. webhook fuzz
 
-# Inputs that reproduce the bugs test_known_bug_* pin down (500s from signed
-# webhooks). They are left out of the random generation while those tests are
-# xfail, so that the fuzz stays green and still finds anything new; set
-# ORGSYNC_FUZZ_KNOWN_BUGS=1 to generate them (and drop this switch once fixed).
-KNOWN_BUGS = os.environ.get("ORGSYNC_FUZZ_KNOWN_BUGS", "") == "1"
+# Inputs that once caused 500s (pinned by test_known_bug_*): "²" and "①" pass
+# str.isdigit() but not int(); ids beyond BIGINT; NUL, which PostgreSQL refuses.
 INT64 = (-(2**63), 2**63 - 1)
 
 
-def _no_known_bug(text: str) -> bool:
-    # "²", "①": str.isdigit() but not int()-able (bug 1); long digit runs
-    # overflow BIGINT (bug 2); NUL cannot be stored by PostgreSQL (bug 3).
-    return KNOWN_BUGS or not ((text.isdigit() and (not text.isdecimal() or len(text) > 18)) or "\x00" in text)
-
-
 def texts(max_size: int, **kwargs: Any) -> st.SearchStrategy[str]:
-    return st.text(max_size=max_size, **kwargs).filter(_no_known_bug)
+    return st.text(max_size=max_size, **kwargs)
 
 
 def mostly(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], percent: int) -> st.SearchStrategy[Any]:
@@ -321,13 +311,13 @@ def mostly(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], percent
 
 HEADER_CHARS = st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f")
 header_text = st.text(HEADER_CHARS, max_size=60)
-any_int = st.integers() if KNOWN_BUGS else st.integers(*INT64)
+any_int = st.integers()
 ids = (
     st.sampled_from([38302899, 100, 1, 0, -1, INT64[0], INT64[1]])  # seeded orgs, edges
     | any_int | st.integers(0, 2**31)
     | st.sampled_from(["38302899", "100", "١٢", "0x10", "", " 5", "1e3", "-1"])
     | texts(8) | st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False)
-    | (st.sampled_from(["²", "①", "9" * 40, 2**63, -(2**63) - 1, 10**30]) if KNOWN_BUGS else st.nothing())
+    | st.sampled_from(["²", "①", "9" * 40, 2**63, -(2**63) - 1, 10**30])
 )
 json_leaf = (st.none() | st.booleans() | any_int | st.floats(allow_nan=False, allow_infinity=False)
              | texts(20))
@@ -676,10 +666,8 @@ def test_fuzz_gitlab_webhook(engine: Engine, redis_conn: redis_lib.Redis, db_url
 
 
 # =========================================================================== bugs the fuzz found
-# Each test below pins one bug down with a minimal input and is marked
-# xfail(strict=True) until it is fixed: once fixed it XPASSes, which fails the
-# suite, and the marker (and, for the webhook ones, the KNOWN_BUGS switch
-# above) should go.
+# Each test below pins one bug down with a minimal input (all fixed; these
+# are the regression tests). What each was:
 #
 # Bug 1 (both databases): sync/events.py _int() accepts any str.isdigit()
 #   string, which includes "²" and "①"; int() then raises ValueError. A
@@ -735,12 +723,6 @@ def _post_gitlab(fa: FuzzApp, payload: dict[str, Any], hook: str = "System Hook"
         "Idempotency-Key": str(uuid.uuid4())})
 
 
-def _xfail_on_postgres(request: pytest.FixtureRequest, db_url: str, reason: str) -> None:
-    if db_url.startswith("postgresql"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-@pytest.mark.xfail(strict=True, reason=WEBHOOK_ID_BUG)
 @pytest.mark.parametrize("payload", list(GITHUB_BUG_PAYLOADS.values()), ids=list(GITHUB_BUG_PAYLOADS))
 def test_known_bug_github_unusable_ids(webhook_app: FuzzApp, payload: dict[str, Any]) -> None:
     before = webhook_app.snapshot()
@@ -748,7 +730,6 @@ def test_known_bug_github_unusable_ids(webhook_app: FuzzApp, payload: dict[str, 
     _check_outcome(webhook_app, resp, before, True, Tally(), "signed")
 
 
-@pytest.mark.xfail(strict=True, reason=WEBHOOK_ID_BUG)
 @pytest.mark.parametrize("payload", list(GITLAB_BUG_PAYLOADS.values()), ids=list(GITLAB_BUG_PAYLOADS))
 def test_known_bug_gitlab_unusable_ids(webhook_app: FuzzApp, payload: dict[str, Any]) -> None:
     before = webhook_app.snapshot()
@@ -759,7 +740,6 @@ def test_known_bug_gitlab_unusable_ids(webhook_app: FuzzApp, payload: dict[str, 
 @pytest.mark.parametrize("provider", ["github", "gitlab"])
 def test_known_bug_nul_in_action(webhook_app: FuzzApp, request: pytest.FixtureRequest, db_url: str,
                                  provider: str) -> None:
-    _xfail_on_postgres(request, db_url, NUL_BUG)
     before = webhook_app.snapshot()
     if provider == "github":
         resp = _post_github(webhook_app, {"action": "\x00"}, "organization")
@@ -799,7 +779,6 @@ def _check_api_refusal(fa: FuzzApp, method: str, path: str, token: str, body: di
     assert fa.snapshot() == before
 
 
-@pytest.mark.xfail(strict=True, reason=REF_BUG)
 @pytest.mark.parametrize("ref", ["github:²", "gitlab:①", "github:" + "9" * 20], ids=["sup2", "circled1", "20digits"])
 def test_known_bug_api_reference_not_a_usable_number(api_app: FuzzApp, ref: str) -> None:
     failures = []
@@ -812,7 +791,6 @@ def test_known_bug_api_reference_not_a_usable_number(api_app: FuzzApp, ref: str)
 
 
 def test_known_bug_api_nul_in_references(api_app: FuzzApp, request: pytest.FixtureRequest, db_url: str) -> None:
-    _xfail_on_postgres(request, db_url, NUL_BUG)
     cases = [*_api_requests("a\x00b", api_app),
              ("POST", f"/v1/admin/workspaces/{api_app.seeded['github_ws']}/transfer", ADMIN_TOKEN, {"to": "a\x00"}),
              ("POST", "/v1/admin/deliveries/a%00b/replay", ADMIN_TOKEN, None)]
@@ -825,8 +803,6 @@ def test_known_bug_api_nul_in_references(api_app: FuzzApp, request: pytest.Fixtu
     assert not failures, failures
 
 
-@pytest.mark.xfail(strict=True, reason="bug 6: /openapi.json marks X-Gitlab-Event optional; the receiver "
-                                       "requires it (400 missing_header)")
 def test_known_bug_openapi_gitlab_event_header(webhook_app: FuzzApp) -> None:
     """A request the document calls well formed must not be refused for the
     header the document says is optional (either side may be fixed)."""

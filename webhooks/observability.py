@@ -316,7 +316,7 @@ def build_openapi() -> dict[str, Any]:
             "operationId": "gitlabWebhook",
             "parameters": [
                 {"name": "X-Gitlab-Token", "in": "header", "required": True, "schema": _S},
-                {"name": "X-Gitlab-Event", "in": "header", "required": False, "schema": _S},
+                {"name": "X-Gitlab-Event", "in": "header", "required": True, "schema": _S},
                 {"name": "Idempotency-Key", "in": "header", "required": False, "schema": _S},
                 {"name": "X-Gitlab-Event-UUID", "in": "header", "required": False, "schema": _S},
                 {"name": "webhook-id", "in": "header", "required": False, "schema": _S},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,7 +53,13 @@ SYNC_BUSY_DELAY = timedelta(seconds=15)
 # enqueue (Redis was down when it arrived); one queued or processing without
 # progress for STALE_AFTER lost its job (Redis flushed, worker killed).
 SWEEP_RECEIVED_AFTER = timedelta(seconds=60)
-SWEEP_STALE_AFTER = timedelta(minutes=15)
+# Queued or processing with no progress for this long, and RQ no longer has
+# the job (Redis lost it, a worker was killed): queued again. The liveness
+# check against RQ is what prevents a double run, so this can be short.
+SWEEP_STALE_AFTER = timedelta(minutes=2)
+# One sweep handles batches until the backlog is empty or this much time passed
+# (it runs every minute; after a Redis outage thousands may need re-queueing).
+SWEEP_TIME_BUDGET = 45.0
 # A delivery that has taken a worker down this many times is not re-queued
 # again: it is marked failed for an operator to look at (and replay).
 MAX_DELIVERY_ATTEMPTS = 10
@@ -290,10 +297,29 @@ def sweep() -> dict[str, int]:
     for queue in all_queues(conn):
         clean_registries(queue)
     requeued = gave_up = 0
+    deadline = time.monotonic() + SWEEP_TIME_BUDGET
     with rt.session() as s:
-        candidates = dstore.deliveries_to_sweep(s, SWEEP_RECEIVED_AFTER, stale_after=SWEEP_STALE_AFTER)
-        candidates += queries.lost_deferred_deliveries(s, SWEEP_STALE_AFTER)
-        todo = [(d.id, d.status, d.job_id, d.attempts) for d in candidates]
+        lost = [(d.id, d.status, d.job_id, d.attempts)
+                for d in queries.lost_deferred_deliveries(s, SWEEP_STALE_AFTER)]
+    requeued, gave_up = _sweep_batch(conn, lost)
+    cursor = None
+    while time.monotonic() < deadline:
+        with rt.session() as s:
+            batch = dstore.deliveries_to_sweep(s, SWEEP_RECEIVED_AFTER, stale_after=SWEEP_STALE_AFTER,
+                                               after=cursor)
+            todo = [(d.id, d.status, d.job_id, d.attempts) for d in batch]
+            if batch:
+                cursor = (batch[-1].received_at, batch[-1].id)
+        if not todo:
+            break
+        r, g = _sweep_batch(conn, todo)
+        requeued, gave_up = requeued + r, gave_up + g
+    return {"requeued": requeued, "gave_up": gave_up}
+
+
+def _sweep_batch(conn: redis.Redis, todo: list[tuple[str, str, str | None, int]]) -> tuple[int, int]:
+    rt = get_runtime()
+    requeued = gave_up = 0
     for delivery_id, status, job_id, attempts in todo:
         if _job_live(conn, job_id) or _job_live(conn, delivery_job_id(delivery_id)):
             continue  # RQ still has it (queued, scheduled for a retry, or running)
@@ -307,7 +333,7 @@ def sweep() -> dict[str, int]:
             dstore.mark_queued(s, delivery_id, new_job, from_statuses=(status,))
         requeued += 1
         log.info("delivery re-queued by sweep", delivery=delivery_id, was=status)
-    return {"requeued": requeued, "gave_up": gave_up}
+    return requeued, gave_up
 
 
 def prune() -> int:

@@ -74,6 +74,22 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
 _configured = False
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged (test
+    runners and daemonisers swap it after start-up)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str | int | None = None, *, stream: Any = None, force: bool = False) -> None:
     """Route structlog and the standard library through one JSON renderer.
 
@@ -115,7 +131,7 @@ def configure_logging(level: str | int | None = None, *, stream: Any = None, for
             structlog.processors.JSONRenderer(default=str),
         ],
     )
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(formatter)
     handler.set_name("orgsync")
     root = logging.getLogger()

@@ -598,8 +598,9 @@ class GitHubProvider:
         if value is None:
             return SECONDARY_DEFAULT_WAIT
         value = value.strip()
-        if value.isdigit():
-            return timedelta(seconds=int(value))
+        if value.isascii() and value.isdigit():
+            # Capped at a day: a bogus huge value must not overflow timedelta.
+            return timedelta(seconds=min(int(value), 86400))
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):

@@ -373,8 +373,9 @@ def _retry_after(value: str | None, now: datetime) -> datetime | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return now + timedelta(seconds=int(value))
+    if value.isascii() and value.isdigit():
+        # Capped at a day: a bogus huge value must not overflow timedelta.
+        return now + timedelta(seconds=min(int(value), 86400))
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
