@@ -692,10 +692,11 @@ class Chaos:
             workers = [p for n, p in self.procs.items() if n.startswith("worker") and p.alive()]
         out = []
         for proc in workers:
-            for pid in descendants(proc.pid):
-                entry = table.get(pid)
-                if entry is not None and entry[1] == pid:
-                    out.append((proc, pid))
+            horses = [pid for pid in descendants(proc.pid)
+                      if (entry := table.get(pid)) is not None and entry[1] == pid]
+            # A worker that runs jobs in its own process (the default, no
+            # fork per job) has no horse: the worker itself is the target.
+            out.extend((proc, pid) for pid in horses or [proc.pid])
         return out
 
     def kill_busy_worker(self, timeout: float = 300) -> None:

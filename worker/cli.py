@@ -635,17 +635,30 @@ def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url
 @main.command("worker")
 @click.argument("queue_names", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-@click.option("--simple", is_flag=True, help="Run jobs in this process instead of a fork per job.")
+@click.option("--fork", "fork", is_flag=True,
+              help="Run each job in a forked child (RQ's default worker) instead of in this process.")
+@click.option("--simple", is_flag=True, hidden=True, help="Run jobs in this process (the default).")
 @pass_ctx
-def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: bool) -> None:
-    """Run an RQ worker (with its scheduler) on webhooks, sync, default."""
+def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, fork: bool, simple: bool) -> None:
+    """Run an RQ worker (with its scheduler) on webhooks, sync, default.
+
+    Jobs run in this process by default: they are short and I/O-bound, and a
+    fork per job throws away the process's caches (database connections, the
+    parsed GitHub App key, installation tokens), which cost more than the job
+    itself. Job timeouts still apply (SIGALRM). --fork isolates each job in a
+    child process instead.
+    """
+    import time
+
+    import redis as redis_lib
     from rq import SimpleWorker
 
     from worker.jobs import OrgsyncWorker, warm_up
-    from worker.logs import configure_logging
+    from worker.logs import configure_logging, get_logger
     from worker.queues import QUEUE_NAMES, get_queue
 
     configure_logging(force=True)
+    log = get_logger("orgsync.worker")
     rt = ctx.runtime
     if rt.embedded:
         fail("orgsync worker needs REDIS_URL (without it, `orgsync dev` runs the jobs in its own process)")
@@ -653,12 +666,30 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: boo
     unknown = [n for n in names if n not in QUEUE_NAMES]
     if unknown:
         fail(f"unknown queue {unknown[0]!r}; the queues are {', '.join(QUEUE_NAMES)}")
-    cls = SimpleWorker if simple else OrgsyncWorker
+    cls = OrgsyncWorker if fork else SimpleWorker
     warm_up(rt)
-    w = cls([get_queue(n, rt.redis) for n in names], connection=rt.redis)
-    # The scheduler moves retries and rate-limit reschedules back onto the
-    # queues when they are due; RQ elects one scheduler per queue itself.
-    w.work(with_scheduler=True, burst=burst)
+    delay = 1.0
+    while True:
+        try:
+            # The worker's constructor already talks to Redis.
+            w = cls([get_queue(n, rt.redis) for n in names], connection=rt.redis)
+            # The scheduler moves retries and rate-limit reschedules back onto
+            # the queues when they are due; RQ elects one scheduler per queue.
+            w.work(with_scheduler=True, burst=burst)
+            return
+        except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+            # RQ survives a Redis outage only while idle in dequeue; one that
+            # hits it mid-loop would end the process. A blip must not leave
+            # the platform restarting crashed workers with back-off: wait for
+            # Redis and work again. Lost jobs are re-queued by the sweep.
+            log.warning("worker.redis_unavailable", error=type(exc).__name__, retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            try:
+                rt.redis.ping()
+                delay = 1.0
+            except (redis_lib.ConnectionError, redis_lib.TimeoutError):
+                pass
 
 
 @main.command("cron")
