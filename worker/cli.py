@@ -635,18 +635,18 @@ def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url
 @main.command("worker")
 @click.argument("queue_names", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-@click.option("--fork", "fork", is_flag=True,
-              help="Run each job in a forked child (RQ's default worker) instead of in this process.")
-@click.option("--simple", is_flag=True, hidden=True, help="Run jobs in this process (the default).")
+@click.option("--simple", is_flag=True, help="Run jobs in this process instead of a fork per job.")
 @pass_ctx
-def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, fork: bool, simple: bool) -> None:
+def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: bool) -> None:
     """Run an RQ worker (with its scheduler) on webhooks, sync, default.
 
-    Jobs run in this process by default: they are short and I/O-bound, and a
-    fork per job throws away the process's caches (database connections, the
-    parsed GitHub App key, installation tokens), which cost more than the job
-    itself. Job timeouts still apply (SIGALRM). --fork isolates each job in a
-    child process instead.
+    Each job runs in a forked child (RQ's default): the parent keeps the
+    job's heartbeat alive, so a long full sync is never mistaken for an
+    abandoned job, and a killed worker's job is recognised as abandoned
+    within about 90 s. The parent loads the modules and parses the app key
+    before forking, so children start warm. --simple runs jobs in-process
+    (faster per job; a job running longer than about 90 s then looks
+    abandoned to other workers).
     """
     import time
 
@@ -666,7 +666,7 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, fork: bool,
     unknown = [n for n in names if n not in QUEUE_NAMES]
     if unknown:
         fail(f"unknown queue {unknown[0]!r}; the queues are {', '.join(QUEUE_NAMES)}")
-    cls = OrgsyncWorker if fork else SimpleWorker
+    cls = SimpleWorker if simple else OrgsyncWorker
     warm_up(rt)
     delay = 1.0
     while True:
