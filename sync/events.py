@@ -534,25 +534,24 @@ def _gitlab_workspaces_with_member(s: Session, uid: int) -> list[str]:
 
 
 def _gitlab_user_renamed(ctx: SyncContext, uid: int, new_login: str, actor: str) -> dict[str, Any]:
-    """Logins are labels: relabel the identity and roster entries found by the
-    immutable user id. Access, keyed by id, does not change."""
+    """Logins are labels, but a late rename hook carries a login that may
+    already be stale (renamed twice, hooks delivered out of order): re-read
+    the member by immutable id in each group that lists them, and take the
+    login GitLab gives now. Access, keyed by id, is re-read with it."""
+    from sync import orgs  # the sync engine loads in the worker, not in the web view
+
     with ctx.session() as s:
+        workspace_ids = list(_gitlab_workspaces_with_member(s, uid))
+    runs = [orgs.member_sync(ctx, ws_id, uid, None, trigger=_trigger(actor)) for ws_id in workspace_ids]
+    with ctx.session() as s:
+        # The account's label follows what GitLab just said, not the hook.
         ident = store.get_identity(s, "gitlab", uid)
-        if ident is not None and ident.login != new_login:
-            ident.login = new_login
-        touched = []
-        for ws_id in _gitlab_workspaces_with_member(s, uid):
-            ws = lock_workspace(s, ws_id)
-            entry = s.get(RosterEntry, (ws_id, uid))
-            if entry is None or entry.login == new_login:
-                continue
-            store.apply_roster_changes(
-                s, ws, login_changes=[store.RosterRow(uid, new_login, entry.role)], actor=actor
-            )
-            touched.append(ws_id)
-        s.flush()
-    return {"result": "user_renamed", "provider_user_id": uid, "login": new_login,
-            "identity": ident is not None, "workspaces": touched}
+        current = s.scalar(select(RosterEntry.login).where(
+            RosterEntry.provider_user_id == uid, RosterEntry.workspace_id.in_(workspace_ids)).limit(1))
+        if ident is not None and current and ident.login != current:
+            ident.login = current
+    return {"result": "user_renamed", "provider_user_id": uid, "login_in_hook": new_login,
+            "workspaces": workspace_ids, "syncs": _jsonable(runs)}
 
 
 def _gitlab_user_destroyed(ctx: SyncContext, uid: int, actor: str) -> dict[str, Any]:

@@ -29,9 +29,12 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
 from models import store
 from models.errors import InvalidState
-from models.tables import RosterEntry, Workspace, utcnow
+from models.tables import Activity, RosterEntry, Workspace, utcnow
 from sync.apply import (
     DbPageCache,
     RunOutcome,
@@ -44,7 +47,7 @@ from sync.apply import (
 from sync.context import SyncContext, close_provider
 from sync.errors import AuthBroken, NotFound, ProviderError, RateLimited, TransientProviderError
 from sync.providers.base import Provider, ProviderMember, ProviderOrg
-from sync.roster import StoredMember, plan, plan_member, removal_held
+from sync.roster import Plan, StoredMember, plan, plan_member, removal_held
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,9 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         ws = store.get_workspace(s, workspace_id)
         target = _target(ws)
         run_id = open_run(s, ws, kind="full", trigger=trigger, forced=force).id
+        # Roster changes committed after this point were made from a fresher
+        # read than our listing (a webhook's member sync): see _settled_since.
+        start_seq = _latest_seq(s)
         skip = _skip_reason(ws)
         if skip is not None:
             run = finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
@@ -169,6 +175,13 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         stored = load_stored_roster(s, ws.id)
         p = plan(stored, listing, complete=True)
         del listing
+        settled = _settled_since(s, ws.id, start_seq, actor)
+        if settled:
+            # Members re-read by another run while we were listing: their
+            # entry is newer than our page, which must not undo it (re-add a
+            # member who just left, or restore an old role).
+            p = _without(p, settled)
+            details["settled_meanwhile"] = len(settled)
         details.update({"members": p.seen, "stored": len(stored), "login_changes": len(p.login_changes)})
         if confirmation:
             details["removal_check"] = confirmation
@@ -203,6 +216,42 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         log.info("full sync of %s: %s +%d -%d ~%d (%d calls, %d not modified)", workspace_id,
                  run.result, run.added, run.removed, run.changed, calls, not_modified)
         return store.sync_run_to_dict(run)
+
+
+def _latest_seq(session: Session) -> int:
+    return int(session.scalar(select(func.max(Activity.seq))) or 0)
+
+
+_MEMBER_ACTIONS = ("member.added", "member.removed", "member.role_changed")
+
+
+def _settled_since(session: Session, workspace_id: str, start_seq: int, actor: str) -> set[int]:
+    """Provider user ids whose roster entry another run changed after ours
+    started (the activity sequence is commit-ordered)."""
+    rows = session.scalars(
+        select(Activity.details).where(
+            Activity.workspace_id == workspace_id,
+            Activity.seq > start_seq,
+            Activity.action.in_(_MEMBER_ACTIONS),
+            Activity.actor != actor,
+        )
+    )
+    out: set[int] = set()
+    for details in rows:
+        uid = (details or {}).get("provider_user_id")
+        if isinstance(uid, int):
+            out.add(uid)
+    return out
+
+
+def _without(p: Plan, ids: set[int]) -> Plan:
+    return replace(
+        p,
+        adds=tuple(m for m in p.adds if m.provider_user_id not in ids),
+        removals=tuple(u for u in p.removals if u not in ids),
+        role_changes=tuple(c for c in p.role_changes if c.member.provider_user_id not in ids),
+        login_changes=tuple(m for m in p.login_changes if m.provider_user_id not in ids),
+    )
 
 
 # Up to this many planned removals are re-read one by one; more are checked

@@ -47,9 +47,10 @@ SQLite for the bulk (500 examples; ORGSYNC_CONVERGENCE_EXAMPLES overrides
 the number for a quick local run); 40 examples on PostgreSQL. The counts run
 and what they exercised are printed at the end of the module (-s or not).
 
-Three findings are pinned by focused xfail(strict) tests at the bottom; the
-machine recognises exactly those symptoms, counts them (``known_bug_*``) and
-checks everything else.
+Three bugs the machine found (a late GitLab user_rename relabelling with a
+stale login; a GitHub member event read through an org login another org had
+re-taken; a full sync re-applying its older listing over a newer member sync)
+are fixed; the focused tests at the bottom keep them fixed.
 """
 from __future__ import annotations
 
@@ -462,12 +463,6 @@ class Convergence(RuleBasedStateMachine):
         self.sent: list[tuple[Hook, str]] = []  # for redelivery
         self.hook_of: dict[str, Hook] = {}
         self.released: dict[str, list[str]] = {"github": [], "gitlab": []}  # org logins given up
-        # GitHub member deliveries failed by a 403 on the stale org login (see
-        # test_member_event_after_org_login_was_retaken_does_not_break_the_link).
-        self.retaken_login_failures = 0
-        # GitLab user_rename deliveries processed after a newer rename (see
-        # test_late_gitlab_user_rename_does_not_relabel_with_a_stale_login).
-        self.stale_user_renames: dict[int, set[str]] = {}
         self.fresh = 0
 
     # ------------------------------------------------------------ setup
@@ -783,30 +778,12 @@ class Convergence(RuleBasedStateMachine):
         self.pending.remove(delivery)
         self.finished.append(delivery)
         _count(f"deliveries_{status}")
-        if fault is None and not self.known_retaken_login_failure(delivery, status):
+        if fault is None:
             assert status in ("processed", "ignored"), (status, self._delivery(delivery))
             self.check_delivery_outcome(delivery)
         for o in self.orgs:  # a delivery never removes someone still at the provider
             lost = set(before[o.workspace_id]) - set(self.roster(o))
             assert not lost & set(self.truth(o)), (lost, self.truth(o), self._delivery(delivery))
-
-    def known_retaken_login_failure(self, delivery: str, status: str) -> bool:
-        """Known bug: a GitHub member event for a workspace whose stored org
-        login now belongs to another org is read through that other org
-        (403), which marks the link broken and fails the delivery."""
-        if status != "failed":
-            return False
-        hook = self.hook_of[delivery]
-        error = self._delivery(delivery)["error"] or ""
-        if hook.provider != "github" or "403" not in error or "not accessible by integration" not in error:
-            return False
-        org = next(o for o in self.orgs if o.provider == "github" and o.org_id == hook.payload["organization"]["id"])
-        stored = (self.workspace(org).provider_org_login or "").lower()
-        if not any(o is not org and o.provider == "github" and o.login.lower() == stored for o in self.orgs):
-            return False
-        self.retaken_login_failures += 1
-        _count("known_bug_retaken_org_login")
-        return True
 
     def check_delivery_outcome(self, delivery: str) -> None:
         """A processed delivery re-read the provider: what it names now
@@ -814,11 +791,13 @@ class Convergence(RuleBasedStateMachine):
         hook = self.hook_of[delivery]
         p = hook.payload
         if hook.provider == "gitlab" and p.get("event_name") == "user_rename":
-            renamed, login = int(p["user_id"]), str(p["username"])
-            if self.logins["gitlab"][renamed] != login:
-                # Known bug: the payload's username is applied as is.
-                self.stale_user_renames.setdefault(renamed, set()).add(login)
-                _count("known_bug_stale_user_rename")
+            # The hook's username may be stale; processing re-reads GitLab,
+            # whose current login the roster must show.
+            renamed = int(p["user_id"])
+            for o in self.orgs:
+                if o.provider == "gitlab" and renamed in self.roster(o) and renamed in self.truth(o):
+                    assert self.roster(o)[renamed][0] == self.truth(o)[renamed][0], (
+                        renamed, self.roster(o)[renamed], self.truth(o)[renamed])
             return
         uid: int | None
         if hook.provider == "github":
@@ -1002,14 +981,13 @@ class Convergence(RuleBasedStateMachine):
             if process and self.pending:
                 delivery = self.pending[pick % len(self.pending)]
                 status = process_delivery(self.ctx, delivery, self.enqueuer)
-                if not self.known_retaken_login_failure(delivery, status):
-                    assert status in ("processed", "ignored"), (status, self._delivery(delivery))
-                    p = self.hook_of[delivery].payload
-                    uid_named = (p.get("membership") or {}).get("user", {}).get("id") or (
-                        p.get("user_id") if str(p.get("event_name", "")).endswith("_group") else None)
-                    org_named = (p.get("organization") or {}).get("id") or p.get("group_id")
-                    if isinstance(uid_named, int) and org_named == org.org_id and status == "processed":
-                        named.append(uid_named)
+                assert status in ("processed", "ignored"), (status, self._delivery(delivery))
+                p = self.hook_of[delivery].payload
+                uid_named = (p.get("membership") or {}).get("user", {}).get("id") or (
+                    p.get("user_id") if str(p.get("event_name", "")).endswith("_group") else None)
+                org_named = (p.get("organization") or {}).get("id") or p.get("group_id")
+                if isinstance(uid_named, int) and org_named == org.org_id and status == "processed":
+                    named.append(uid_named)
                 self.pending.remove(delivery)
                 self.finished.append(delivery)
                 _count("deliveries_mid_sync")
@@ -1044,11 +1022,7 @@ class Convergence(RuleBasedStateMachine):
             rewritten = {int((a.details or {})["provider_user_id"]) for a in self.member_activity(f"sync:{run.id}")
                          if a.action in ("member.added", "member.role_changed")}
             for y in named:
-                if roster.get(y) != truth.get(y) and y in rewritten:
-                    # Known bug (test_full_sync_does_not_undo_a_newer_member_sync):
-                    # the sync wrote its older listing over the webhook's newer read.
-                    _count("known_bug_stale_listing_overwrote_member_sync")
-                    continue
+                assert y not in rewritten or roster.get(y) == truth.get(y), (y, rewritten)
                 assert roster.get(y) == truth.get(y), (
                     f"after sync {run.id}, member {y} re-read mid-listing by a webhook differs from the "
                     f"provider: store {roster.get(y)}, provider {truth.get(y)}; details={run.details}")
@@ -1106,8 +1080,6 @@ class Convergence(RuleBasedStateMachine):
         while self.pending:
             delivery = self.pending.pop(0)
             status = process_delivery(self.ctx, delivery, self.enqueuer)
-            if self.known_retaken_login_failure(delivery, status):
-                continue
             assert status in ("processed", "ignored"), (status, self._delivery(delivery))
             self.check_delivery_outcome(delivery)
             _count("deliveries_late")
@@ -1122,12 +1094,6 @@ class Convergence(RuleBasedStateMachine):
 
     def check_converged(self, org: OrgState, *, late: bool = False) -> None:
         roster, truth = self.roster(org), self.truth(org)
-        if late and org.provider == "gitlab":
-            # Known bug (xfail test below): a late user_rename leaves its
-            # stale username as the roster login; ids and roles still hold.
-            for uid, (login, role) in list(roster.items()):
-                if uid in truth and login != truth[uid][0] and login in self.stale_user_renames.get(uid, ()):
-                    roster[uid] = (truth[uid][0], role)
         assert roster == truth, (org.provider, roster, truth)
         ws = self.workspace(org)
         login = self.provider_login(org)
@@ -1264,10 +1230,6 @@ def test_convergence_postgresql(
 # --------------------------------------------------------------------------- findings, focused
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sync.events._gitlab_user_renamed applies the payload's username as is: a user_rename "
-    "delivered late (after a newer rename) relabels the identity and roster with a stale login"
-))
 def test_late_gitlab_user_rename_does_not_relabel_with_a_stale_login(
     tmp_path: Path, fake_server: tuple[FakeProviderServer, Switchboard, Switchboard], app_key: str,
 ) -> None:
@@ -1307,11 +1269,6 @@ def test_late_gitlab_user_rename_does_not_relabel_with_a_stale_login(
         env.reset()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "GitHubProvider.get_member reads /orgs/<stored login>/memberships/<login>; when the org was "
-    "renamed and its old login taken by another org, GitHub answers 403, which becomes AuthBroken: "
-    "the workspace link is marked broken and the member event is lost"
-))
 def test_member_event_after_org_login_was_retaken_does_not_break_the_link(
     tmp_path: Path, fake_server: tuple[FakeProviderServer, Switchboard, Switchboard], app_key: str,
 ) -> None:
@@ -1350,10 +1307,6 @@ def test_member_event_after_org_login_was_retaken_does_not_break_the_link(
         env.reset()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sync.orgs.full_sync applies adds and role changes from a listing read before a member sync "
-    "that ran meanwhile: a member removed by a processed member_removed webhook is re-added"
-))
 def test_full_sync_does_not_undo_a_newer_member_sync(
     tmp_path: Path, fake_server: tuple[FakeProviderServer, Switchboard, Switchboard], app_key: str,
 ) -> None:

@@ -125,6 +125,11 @@ _shared_tokens: dict[tuple[str, str, int], tuple[str, datetime]] = {}
 _shared_tokens_lock = threading.Lock()
 
 
+class _StaleOrgLogin(ProviderError):
+    """The org login we hold now names another org (never a reason to remove
+    anyone: a ProviderError stops the sync or member re-read)."""
+
+
 def clear_token_cache() -> None:
     """Forget every shared installation token (tests; key rotation)."""
     with _shared_tokens_lock:
@@ -333,7 +338,17 @@ class GitHubProvider:
             login = self._current_login(installation_id, user_id)
             if login is None:
                 return None
-        found = self._membership(installation_id, org.login, user_id, login)
+        try:
+            found = self._membership(installation_id, org.login, user_id, login, org.org_id)
+        except (_StaleOrgLogin, AuthBroken):
+            # Our org login may be stale and now name another org (renamed,
+            # then re-taken): GitHub answers 403 for an org our installation
+            # cannot see, or another org's membership where it can. Address
+            # the org by its id before blaming our credentials.
+            current_org = self._current_org_login(installation_id, org)
+            if current_org.lower() == org.login.lower():
+                raise
+            return self._membership(installation_id, current_org, user_id, login, org.org_id)
         if found is not None:
             return found
         # SAFETY: "None" makes the caller remove this person. A 404 (or a login
@@ -346,7 +361,7 @@ class GitHubProvider:
         current_org = self._current_org_login(installation_id, org)
         if current_login.lower() == login.lower() and current_org.lower() == org.login.lower():
             return None
-        return self._membership(installation_id, current_org, user_id, current_login)
+        return self._membership(installation_id, current_org, user_id, current_login, org.org_id)
 
     # ----------------------------------------------------- user OAuth token
 
@@ -391,7 +406,7 @@ class GitHubProvider:
     # -------------------------------------------------------------- helpers
 
     def _membership(
-        self, installation_id: int, org_login: str, user_id: int, login: str
+        self, installation_id: int, org_login: str, user_id: int, login: str, org_id: int | None = None
     ) -> ProviderMember | None:
         resp = self._installation_get(
             installation_id, f"/orgs/{self._quote(org_login)}/memberships/{self._quote(login)}"
@@ -406,6 +421,9 @@ class GitHubProvider:
             # taken): identity is the numeric id, never the login.
             if int(user.get("id", -1)) != user_id:
                 return None
+            answered_org = (data.get("organization") or {}).get("id")
+            if org_id is not None and answered_org is not None and int(answered_org) != int(org_id):
+                raise _StaleOrgLogin(org_login)
             role = data.get("role")
             state = data.get("state")
         raw = str(role or "") if state in (None, "active") else f"{state}:{role}"

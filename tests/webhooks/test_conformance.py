@@ -229,7 +229,9 @@ GITLAB_CASES: dict[str, Case] = {
     "system_hook.group_destroy.json": Case(_gl_group(78, "storecloud"), _gl_disconnected),
     "system_hook.group_destroy.go-gitlab.json": Case(_gl_group(78, "storecloud"), _gl_disconnected),
     "system_hook.user_rename.json": Case(
-        _gl_group(78, "storecloud", roster={58: ("old-boring-name", "member")}),
+        # GitLab already has the new username; processing re-reads it by id.
+        _gl_group(78, "storecloud", roster={58: ("old-boring-name", "member")},
+                  provider={58: ("new-exciting-name", 30)}),
         _roster_is({58: ("new-exciting-name", "member")})),
     "system_hook.user_destroy.json": Case(
         _gl_group(78, "storecloud", roster={41: ("js", "admin"), 42: ("other", "member")}),

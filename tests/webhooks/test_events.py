@@ -238,6 +238,11 @@ def test_membership_events_on_a_suspended_workspace_are_ignored(world: World, oc
 def test_gitlab_user_rename_relabels_identity_and_rosters(world: World) -> None:
     world.server.gitlab.add_group(78, "storecloud")
     world.server.gitlab.add_group(79, "othergroup")
+    # GitLab's truth, which the hook's processing re-reads (the hook's
+    # username may be stale when hooks arrive out of order).
+    world.server.gitlab.add_member(78, 58, "new", 30)
+    world.server.gitlab.add_member(79, 58, "new", 40)
+    world.server.gitlab.add_member(79, 3, "x", 30)
     a = world.gitlab_workspace(78, "storecloud", roster={58: ("old", "member")})
     b = world.gitlab_workspace(79, "othergroup", roster={58: ("old", "admin"), 3: ("x", "member")})
     with world.session() as s:
