@@ -24,10 +24,12 @@ from rq.registry import clean_registries
 
 from models import deliveries as dstore
 from models import queries
+from models.tables import as_utc, utcnow
 from sync.context import SyncContext, build_sync_context
 from sync.errors import RateLimited
 from worker.logs import get_logger, log_context
 from worker.queues import (
+    DELIVERY_TIMEOUT,
     WAITING,
     RqEnqueuer,
     all_queues,
@@ -299,7 +301,7 @@ def sweep() -> dict[str, int]:
     requeued = gave_up = 0
     deadline = time.monotonic() + SWEEP_TIME_BUDGET
     with rt.session() as s:
-        lost = [(d.id, d.status, d.job_id, d.attempts)
+        lost = [(d.id, d.status, d.job_id, d.attempts, d.started_at)
                 for d in queries.lost_deferred_deliveries(s, SWEEP_STALE_AFTER)]
     requeued, gave_up = _sweep_batch(conn, lost)
     cursor = None
@@ -307,7 +309,7 @@ def sweep() -> dict[str, int]:
         with rt.session() as s:
             batch = dstore.deliveries_to_sweep(s, SWEEP_RECEIVED_AFTER, stale_after=SWEEP_STALE_AFTER,
                                                after=cursor)
-            todo = [(d.id, d.status, d.job_id, d.attempts) for d in batch]
+            todo = [(d.id, d.status, d.job_id, d.attempts, d.started_at) for d in batch]
             if batch:
                 cursor = (batch[-1].received_at, batch[-1].id)
         if not todo:
@@ -317,11 +319,25 @@ def sweep() -> dict[str, int]:
     return {"requeued": requeued, "gave_up": gave_up}
 
 
-def _sweep_batch(conn: redis.Redis, todo: list[tuple[str, str, str | None, int]]) -> tuple[int, int]:
+def _sweep_batch(
+    conn: redis.Redis, todo: list[tuple[str, str, str | None, int, datetime | None]]
+) -> tuple[int, int]:
     rt = get_runtime()
     requeued = gave_up = 0
-    for delivery_id, status, job_id, attempts in todo:
-        if _job_live(conn, job_id) or _job_live(conn, delivery_job_id(delivery_id)):
+    overdue_before = utcnow() - timedelta(seconds=DELIVERY_TIMEOUT + 30)
+    for delivery_id, status, job_id, attempts, started_at in todo:
+        job_ids = {j for j in (job_id, delivery_job_id(delivery_id)) if j}
+        started = as_utc(started_at)
+        if status == "processing" and started is not None and started <= overdue_before:
+            # Processing for longer than the job timeout: whatever RQ's
+            # registries still say (a killed worker's job stays "started"
+            # until RQ notices), no worker is running it any more. Its stale
+            # job record would block the unique re-enqueue.
+            for jid in job_ids:
+                job = fetch_job(conn, jid)
+                if job is not None and job.get_status(refresh=False) == JobStatus.STARTED:
+                    job.delete()
+        if any(_job_live(conn, jid) for jid in job_ids):
             continue  # RQ still has it (queued, scheduled for a retry, or running)
         with rt.session() as s:
             if attempts >= MAX_DELIVERY_ATTEMPTS:

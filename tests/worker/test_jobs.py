@@ -344,3 +344,36 @@ def test_forking_worker_processes_jobs_in_a_fresh_process(env: Env, real_redis: 
     jobs.OrgsyncWorker(queues.all_queues(env.redis), connection=env.redis).work(
         burst=True, with_scheduler=True, logging_level="WARNING")
     assert [r["result"] for r in env.runs()] == ["ok"]
+
+
+def test_sweep_requeues_a_delivery_whose_worker_died_while_rq_still_says_started(env: Env) -> None:
+    """A killed worker's job stays "started" in RQ until RQ notices; once the
+    delivery has been processing for longer than the job timeout, no worker
+    can still be running it, and the stale record must not block the re-queue."""
+    from rq.job import JobStatus
+
+    env.add_org()
+    env.server.github.add_member(9001, 21, "user21", "member")
+    delivery = env.record_member_event(21)
+    job_id = queues.enqueue_delivery(env.redis, delivery)
+    job = queues.fetch_job(env.redis, job_id)
+    assert job is not None
+    job.set_status(JobStatus.STARTED)
+    Queue("webhooks", connection=env.redis).remove(job_id)  # a worker had dequeued it
+    overdue = datetime.now(UTC) - timedelta(seconds=queues.DELIVERY_TIMEOUT + 60)
+    _set(env, delivery, status="processing", started_at=overdue, queued_at=overdue, attempts=1, job_id=job_id)
+    recent = env.record_member_event(22)
+    recent_job = queues.enqueue_delivery(env.redis, recent)
+    started = queues.fetch_job(env.redis, recent_job)
+    assert started is not None
+    started.set_status(JobStatus.STARTED)
+    Queue("webhooks", connection=env.redis).remove(recent_job)
+    # Started recently (stale by the sweep's measure, within the job timeout): left to RQ.
+    stale = datetime.now(UTC) - timedelta(minutes=3)
+    _set(env, recent, status="processing", started_at=stale, queued_at=stale, attempts=1, job_id=recent_job)
+
+    assert jobs.sweep() == {"requeued": 1, "gave_up": 0}
+    assert env.delivery(delivery)["status"] == "queued"
+    assert env.delivery(recent)["status"] == "processing"
+    env.drain()
+    assert env.delivery(delivery)["status"] == "processed"
