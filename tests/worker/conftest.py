@@ -152,6 +152,13 @@ def env(sqlite_engine: Engine, any_redis: redis_lib.Redis, server: FakeProviderS
 
 
 @pytest.fixture
+def real_env(sqlite_engine: Engine, real_redis: redis_lib.Redis, server: FakeProviderServer,
+             app_key: str) -> Iterator[Env]:
+    """SQLite with real Redis only (a forking worker cannot share fakeredis)."""
+    yield from _env(sqlite_engine, real_redis, server, app_key)
+
+
+@pytest.fixture
 def env_all_db(engine: Engine, any_redis: redis_lib.Redis, server: FakeProviderServer,
                app_key: str) -> Iterator[Env]:
     """Every database (SQLite, PostgreSQL) with every Redis."""
