@@ -21,7 +21,3 @@ def parse_id(value: Any) -> int | None:
     else:
         return None
     return number if 0 < number <= BIGINT_MAX else None
-
-
-def is_id_text(value: str) -> bool:
-    return parse_id(value) is not None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from models.errors import (
@@ -216,26 +216,8 @@ def create_user(
     ws_name = username if _name_free(session, username) else f"{username}-personal"
     if not _name_free(session, ws_name):
         ws_name = f"{username}-personal-{user.id[4:10]}"
-    ws = Workspace(
-        id=new_id("ws"),
-        name=ws_name,
-        name_lower=ws_name.lower(),
-        kind="personal",
-        status="active",
-        owner_id=user.id,
-        billing_user_id=user.id,
-        personal_user_id=user.id,
-    )
-    session.add(ws)
-    session.flush()
-    session.add(Membership(workspace_id=ws.id, user_id=user.id, role="owner"))
-    log_activities(
-        session,
-        [
-            ActivityEntry(ws.id, actor, "workspace.created", ws.name, {"kind": "personal", "user": user.id}),
-            ActivityEntry(ws.id, actor, "ownership.changed", user.id, {"from": None, "to": user.id}),
-        ],
-    )
+    _create_owned_workspace(session, ws_name, "personal", user, actor,
+                            {"kind": "personal", "user": user.id}, personal=True)
     session.flush()
     _claim_pending_ownership(session, user, actor)
     return user
@@ -359,14 +341,23 @@ def create_managed_workspace(session: Session, name: str, owner: User, *, actor:
     _check_name(name)
     if not _name_free(session, name):
         raise NameTaken(f"a workspace named {name!r} already exists")
+    return _create_owned_workspace(session, name, "managed", owner, actor, {"kind": "managed"})
+
+
+def _create_owned_workspace(
+    session: Session, name: str, kind: str, owner: User, actor: str, details: dict[str, Any],
+    *, personal: bool = False,
+) -> Workspace:
+    """A personal or managed workspace: its owner is its first member and its billing contact."""
     ws = Workspace(
         id=new_id("ws"),
         name=name,
         name_lower=name.lower(),
-        kind="managed",
+        kind=kind,
         status="active",
         owner_id=owner.id,
         billing_user_id=owner.id,
+        personal_user_id=owner.id if personal else None,
     )
     session.add(ws)
     session.flush()
@@ -374,7 +365,7 @@ def create_managed_workspace(session: Session, name: str, owner: User, *, actor:
     log_activities(
         session,
         [
-            ActivityEntry(ws.id, actor, "workspace.created", ws.name, {"kind": "managed"}),
+            ActivityEntry(ws.id, actor, "workspace.created", ws.name, details),
             ActivityEntry(ws.id, actor, "ownership.changed", owner.id, {"from": None, "to": owner.id}),
         ],
     )
@@ -921,8 +912,3 @@ def sync_run_to_dict(run: SyncRun) -> dict[str, Any]:
         "error": run.error,
         "details": run.details or {},
     }
-
-
-def count_workspaces(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Workspace)) or 0)
-

@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
@@ -20,6 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import Base, make_engine, make_session_factory
 from models.tables import Counter
+
+if TYPE_CHECKING:
+    from tests.fakes.server import FakeProviderServer
 
 PG_URL = os.environ.get("ORGSYNC_TEST_DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("ORGSYNC_TEST_REDIS_URL", "").strip()
@@ -62,6 +66,27 @@ def _fresh_github_tokens() -> Iterator[None]:
     clear_token_cache()
     yield
     clear_token_cache()
+
+
+@pytest.fixture(scope="session")
+def app_key() -> str:
+    """A throwaway GitHub App private key (PEM), one per test session."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeProviderServer]:
+    """The fake GitHub + GitLab server on a loopback port."""
+    from tests.fakes.server import FakeProviderServer
+
+    with FakeProviderServer() as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -3,12 +3,9 @@ Flask app, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -30,20 +27,6 @@ from worker.runtime import Runtime
 
 SERVICE = "svc-token-for-tests"
 APP_ID = "4242"
-
-
-@pytest.fixture(scope="session")
-def app_key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-@pytest.fixture
-def server() -> Iterator[FakeProviderServer]:
-    with FakeProviderServer() as srv:
-        yield srv
 
 
 def settings_for(server: FakeProviderServer, app_key: str, **overrides: Any) -> Settings:

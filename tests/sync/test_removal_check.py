@@ -18,7 +18,7 @@ from sync import orgs
 from sync.errors import TransientProviderError
 from sync.orgs import full_sync
 from sync.providers.base import PageCache, Provider, ProviderOrg, RosterPage
-from tests.sync.test_full_sync import Org, app_key, ctx, no_sleep, org, server  # noqa: F401
+from tests.sync.test_full_sync import Org, ctx, no_sleep, org  # noqa: F401
 
 
 class ListingDropsMembers:

@@ -13,8 +13,6 @@ from typing import Any
 import fakeredis
 import pytest
 import redis as redis_lib
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 from rq import Queue, SimpleWorker
@@ -38,18 +36,14 @@ APP_ID = "4242"
 
 
 @pytest.fixture(scope="session")
-def app_private_key() -> str:
-    """A throwaway GitHub App key (the fake accepts any well-formed app JWT)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+def app_private_key(app_key: str) -> str:
+    """The session's GitHub App key (the fake accepts any well-formed app JWT)."""
+    return app_key
 
 
 @pytest.fixture
-def provider_server() -> Iterator[FakeProviderServer]:
-    with FakeProviderServer() as server:
-        yield server
+def provider_server(server: FakeProviderServer) -> FakeProviderServer:
+    return server
 
 
 @dataclass

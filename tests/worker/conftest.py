@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from rq import SimpleWorker
 from sqlalchemy.engine import Engine
 
@@ -34,20 +32,6 @@ ORG_ID, INSTALLATION = 9001, 77
 ADMIN_TOKEN = "admin-token-for-tests"
 SERVICE_TOKEN = "service-token-for-tests"
 GITHUB_SECRET = "gh-secret-for-tests"
-
-
-@pytest.fixture(scope="session")
-def app_key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-@pytest.fixture
-def server() -> Iterator[FakeProviderServer]:
-    with FakeProviderServer() as srv:
-        yield srv
 
 
 @pytest.fixture
