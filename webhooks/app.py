@@ -40,12 +40,5 @@ def create_app(
     app.extensions["orgsync"] = runtime
     register_error_handlers(app)
     for name in _BLUEPRINTS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # Blueprints still being written are skipped until they exist.
-            if exc.name != name:
-                raise
-            continue
-        app.register_blueprint(module.bp)
+        app.register_blueprint(importlib.import_module(name).bp)
     return app

@@ -49,10 +49,7 @@ def ctx(session_factory: sessionmaker[Session], server: FakeProviderServer, app_
 
 def make_app(engine: Engine, settings: Settings) -> Flask:
     app = create_app(runtime=Runtime(settings, engine=engine))
-    if "logins" not in app.blueprints:
-        from webhooks.logins import bp
-
-        app.register_blueprint(bp)
+    assert "logins" in app.blueprints
     return app
 
 
