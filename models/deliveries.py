@@ -1,15 +1,20 @@
-"""Webhook deliveries: recorded before they are answered, then queued,
-processed, and kept for 30 days.
+"""Webhook deliveries: recorded before they are answered, drained per lane,
+and kept for 30 days.
 
-Status life cycle::
+The deliveries table is the one source of truth for pending work (SPEC
+section 7). Status life cycle::
 
-    received ─▶ queued ─▶ processing ─▶ processed | ignored
-       │          ▲            │
-       │          └── sweep ───┤─▶ failed (retried by RQ; replayable)
-       └─▶ ignored             └─▶ deferred (rate limited; rescheduled)
+    received ─▶ processing ─▶ processed | ignored | failed
+       ▲   (lease)   │
+       │             ├─▶ retrying (transient error; due again after a backoff)
+       │             ├─▶ deferred (rate limited; due again at the reset time)
+       └─────────────┘   both pending again once due; an expired lease
+                         (killed worker) makes ``processing`` claimable again
 
-``received`` means recorded but not yet queued (Redis was down, or the
-process died between commit and enqueue); the periodic sweep queues it.
+A pending row carries its lane (``org_key``), ``due_at`` and, while a worker
+holds it, ``leased_until`` and ``holder``. Whether a wake-up job for it exists
+in Redis does not matter: the sweep wakes every lane with due or orphaned
+rows.
 
 Like models.store, functions flush and never commit: the caller owns the
 transaction. No Flask, RQ or HTTP here.
@@ -17,31 +22,36 @@ transaction. No Flask, RQ or HTTP here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, tuple_, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from models.errors import DeliveryNotFound
+from models.errors import DeliveryNotFound, InvalidState
 from models.tables import Delivery, as_utc, utcnow
 
 RECEIVED = "received"
-QUEUED = "queued"
 PROCESSING = "processing"
+RETRYING = "retrying"
+DEFERRED = "deferred"
 PROCESSED = "processed"
 IGNORED = "ignored"
 FAILED = "failed"
-DEFERRED = "deferred"
 
-STATUSES = (RECEIVED, QUEUED, PROCESSING, PROCESSED, IGNORED, FAILED, DEFERRED)
+STATUSES = (RECEIVED, PROCESSING, RETRYING, DEFERRED, PROCESSED, IGNORED, FAILED)
 # Nothing left to do for these (unless an operator replays them).
 FINISHED = (PROCESSED, IGNORED)
-# States from which a sweep or replay may queue a delivery again.
-REQUEUEABLE = (RECEIVED, QUEUED, PROCESSING, DEFERRED, FAILED)
-PENDING = (RECEIVED, QUEUED, PROCESSING, DEFERRED)
+# Pending work that is not held by anyone: claimable once due.
+WAITING = (RECEIVED, RETRYING, DEFERRED)
+PENDING = (*WAITING, PROCESSING)
+# An operator may replay these (pending ones are simply made due now).
+REPLAYABLE = (*PENDING, FAILED)
+# Kept for readers of the old names.
+REQUEUEABLE = REPLAYABLE
 
 
 def record_delivery(
@@ -56,6 +66,7 @@ def record_delivery(
     *,
     status: str = RECEIVED,
     outcome: dict[str, Any] | None = None,
+    hint_user_id: int | None = None,
 ) -> bool:
     """Record a delivery; True when it is new, False for a duplicate.
 
@@ -81,6 +92,8 @@ def record_delivery(
         "outcome": outcome,
         "received_at": now,
         "processed_at": now if status in FINISHED else None,
+        "due_at": now if status in WAITING else None,
+        "hint_user_id": hint_user_id,
     }
     dialect = session.get_bind().dialect.name
     # SQLAlchemy has no backend-neutral "insert or skip": build it per dialect.
@@ -106,9 +119,7 @@ def get_delivery(session: Session, delivery_id: str) -> Delivery:
 
 
 def _transition(session: Session, delivery_id: str, allowed: Iterable[str] | None, **values: Any) -> bool:
-    """One conditional UPDATE: the status check and the change are atomic, so
-    a late writer (the web view marking a delivery queued after a fast worker
-    already processed it) cannot move it backwards."""
+    """One conditional UPDATE: the status check and the change are atomic."""
     stmt = update(Delivery).where(Delivery.id == delivery_id)
     if allowed is not None:
         stmt = stmt.where(Delivery.status.in_(list(allowed)))
@@ -121,44 +132,204 @@ def _transition(session: Session, delivery_id: str, allowed: Iterable[str] | Non
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def mark_queued(
-    session: Session, delivery_id: str, job_id: str, *, from_statuses: Iterable[str] = (RECEIVED,)
-) -> bool:
-    """The job is in Redis. The web view passes only ``received``; the sweep
-    and replay pass the states they re-queue from."""
-    return _transition(session, delivery_id, from_statuses, status=QUEUED, job_id=job_id, queued_at=utcnow())
+# --------------------------------------------------------------------------- claims and leases
 
 
-def mark_processing(session: Session, delivery_id: str) -> bool:
-    """A worker starts on it; False when it is already finished (a sweep or
-    a duplicate job raced the original), so the worker does nothing."""
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery a drain holds under its lease (payload loaded on demand)."""
+
+    id: str
+    provider: str
+    event: str
+    action: str | None
+    attempts: int
+    received_at: datetime
+    hint_user_id: int | None
+
+
+def _due_clause(now: datetime) -> Any:
+    return or_(
+        and_(Delivery.status.in_(list(WAITING)), Delivery.due_at <= now),
+        # A lease that ran out: its holder died or hung; the work is orphaned.
+        and_(Delivery.status == PROCESSING, Delivery.leased_until < now),
+    )
+
+
+def claim_due(
+    session: Session, lane: str, holder: str, lease: timedelta, *, limit: int = 1000,
+    now: datetime | None = None,
+) -> list[Claimed]:
+    """Claim the lane's due deliveries, oldest first, under ``holder``'s lease.
+
+    Callers hold the lane's own lease (models.lanes), which serialises
+    drains of one org; the row lock with SKIP LOCKED on PostgreSQL keeps a
+    claim that races an operator's replay from blocking or double-claiming
+    (SQLite has a single writer).
+    """
+    now = now or utcnow()
+    ids = (
+        select(Delivery.id)
+        .where(Delivery.org_key == lane, _due_clause(now))
+        .order_by(Delivery.received_at, Delivery.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        ids = ids.with_for_update(skip_locked=True)
+    stmt = (
+        update(Delivery)
+        .where(Delivery.id.in_(ids.scalar_subquery()))
+        .values(status=PROCESSING, holder=holder, leased_until=now + lease, started_at=now,
+                attempts=Delivery.attempts + 1)
+        .returning(Delivery.id, Delivery.provider, Delivery.event, Delivery.action, Delivery.attempts,
+                   Delivery.received_at, Delivery.hint_user_id)
+        .execution_options(synchronize_session=False)
+    )
+    rows = [Claimed(*row) for row in session.execute(stmt)]
+    rows.sort(key=lambda c: (as_utc(c.received_at), c.id))
+    return rows
+
+
+def extend_leases(session: Session, holder: str, until: datetime) -> int:
+    """Heartbeat: keep ``holder``'s claimed rows leased."""
+    result = session.execute(
+        update(Delivery).where(Delivery.holder == holder, Delivery.status == PROCESSING)
+        .values(leased_until=until).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def payloads(session: Session, ids: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), 500):
+        chunk = list(ids[i:i + 500])
+        rows = session.execute(select(Delivery.id, Delivery.payload).where(Delivery.id.in_(chunk)))
+        out.update({delivery_id: payload for delivery_id, payload in rows})
+    return out
+
+
+def _finish_many(session: Session, ids: Sequence[str], owner: str | None, **values: Any) -> int:
+    """Set a result on rows this holder still holds (a row whose lease ran out
+    and was claimed by another worker is that worker's now)."""
+    done = 0
+    for i in range(0, len(ids), 500):
+        stmt = update(Delivery).where(Delivery.id.in_(list(ids[i:i + 500])))
+        if owner is not None:
+            stmt = stmt.where(Delivery.holder == owner, Delivery.status == PROCESSING)
+        result = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
+        done += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return done
+
+
+def finish_processed(session: Session, ids: Sequence[str], holder: str | None,
+                     outcome: dict[str, Any]) -> int:
+    return _finish_many(session, ids, holder, status=PROCESSED, outcome=outcome, error=None,
+                        processed_at=utcnow(), leased_until=None, due_at=None)
+
+
+def finish_ignored(session: Session, ids: Sequence[str], holder: str | None, reason: str,
+                   **details: Any) -> int:
+    return _finish_many(session, ids, holder, status=IGNORED,
+                        outcome={"result": "ignored", "reason": reason, **details},
+                        error=None, processed_at=utcnow(), leased_until=None, due_at=None)
+
+
+def finish_failed(session: Session, ids: Sequence[str], holder: str | None, error: str) -> int:
+    # Errors are stored for operators; callers pass messages, never tokens.
+    return _finish_many(session, ids, holder, status=FAILED, error=error[:2000],
+                        processed_at=utcnow(), leased_until=None, due_at=None)
+
+
+def retry_later(session: Session, ids: Sequence[str], holder: str | None, due_at: datetime,
+                error: str) -> int:
+    """A transient failure: pending again at ``due_at`` (the sweep wakes it)."""
+    return _finish_many(session, ids, holder, status=RETRYING, error=error[:2000], due_at=due_at,
+                        leased_until=None, holder=None)
+
+
+def defer(session: Session, ids: Sequence[str], holder: str | None, due_at: datetime, reason: str) -> int:
+    """Rate limited: pending again at the reset time. Not a failure, and it
+    does not count as an attempt."""
+    return _finish_many(session, ids, holder, status=DEFERRED, due_at=due_at, leased_until=None,
+                        holder=None, attempts=Delivery.attempts - 1,
+                        outcome={"result": "deferred", "reason": reason, "until": due_at.isoformat()})
+
+
+def release(session: Session, ids: Sequence[str], holder: str | None, due_at: datetime | None = None) -> int:
+    """Give claimed rows back unprocessed (a batch stopped before them), due
+    at ``due_at`` or now, without counting the claim as an attempt."""
+    return _finish_many(session, ids, holder, status=RECEIVED, due_at=due_at or utcnow(),
+                        leased_until=None, holder=None, attempts=Delivery.attempts - 1)
+
+
+def replay(session: Session, delivery_id: str) -> str:
+    """An operator's replay: a failed (or pending) delivery is due now, with
+    its attempts counted afresh. Returns its lane."""
+    d = get_delivery(session, delivery_id)
+    if d.status not in REPLAYABLE:
+        raise InvalidState(f"delivery {delivery_id!r} is already {d.status}; only unfinished or failed "
+                           "deliveries are replayed")
+    lane = d.org_key or f"{d.provider}:-"
+    _transition(session, delivery_id, [d.status], status=RECEIVED, due_at=utcnow(), attempts=0,
+                leased_until=None, holder=None, org_key=lane)
+    return lane
+
+
+def lanes_with_due_work(session: Session, *, now: datetime | None = None, limit: int = 1000) -> list[str]:
+    """Lanes with due pending rows or rows whose lease ran out (the sweep)."""
+    now = now or utcnow()
+    return [lane for lane in session.scalars(
+        select(Delivery.org_key).where(Delivery.org_key.is_not(None), _due_clause(now))
+        .group_by(Delivery.org_key).limit(limit)
+    ) if lane]
+
+
+def lane_has_due_work(session: Session, lane: str, *, now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    return session.scalar(
+        select(Delivery.id).where(Delivery.org_key == lane, _due_clause(now)).limit(1)
+    ) is not None
+
+
+def next_due(session: Session, lane: str) -> datetime | None:
+    """When the lane's earliest waiting row is due."""
+    return as_utc(session.scalar(
+        select(func.min(Delivery.due_at)).where(Delivery.org_key == lane,
+                                                 Delivery.status.in_(list(WAITING)))
+    ))
+
+
+def newest_pending(session: Session, lane: str) -> datetime | None:
+    """When the lane's newest pending delivery arrived (is the burst over?)."""
+    return as_utc(session.scalar(
+        select(func.max(Delivery.received_at)).where(Delivery.org_key == lane,
+                                                      Delivery.status.in_(list(PENDING)))
+    ))
+
+
+def begin(session: Session, delivery_id: str, holder: str | None = None) -> bool:
+    """Take one delivery outside a lane drain (an operator's inline run, tests);
+    False when it is already finished."""
     return _transition(
         session, delivery_id, [s for s in STATUSES if s not in FINISHED],
-        status=PROCESSING, started_at=utcnow(), attempts=Delivery.attempts + 1, error=None,
+        status=PROCESSING, started_at=utcnow(), attempts=Delivery.attempts + 1, error=None, holder=holder,
     )
 
 
 def mark_processed(session: Session, delivery_id: str, outcome: dict[str, Any]) -> bool:
-    return _transition(session, delivery_id, None, status=PROCESSED, outcome=outcome,
-                       error=None, processed_at=utcnow())
+    return _transition(session, delivery_id, None, status=PROCESSED, outcome=outcome, error=None,
+                       processed_at=utcnow(), leased_until=None, due_at=None)
 
 
 def mark_ignored(session: Session, delivery_id: str, reason: str, **details: Any) -> bool:
     return _transition(session, delivery_id, None, status=IGNORED,
                        outcome={"result": "ignored", "reason": reason, **details},
-                       error=None, processed_at=utcnow())
+                       error=None, processed_at=utcnow(), leased_until=None, due_at=None)
 
 
 def mark_failed(session: Session, delivery_id: str, error: str) -> bool:
-    # Errors are stored for operators; callers pass messages, never tokens.
-    return _transition(session, delivery_id, None, status=FAILED, error=error[:2000], processed_at=utcnow())
-
-
-def mark_deferred(session: Session, delivery_id: str, reason: str, until: datetime | None = None) -> bool:
-    outcome: dict[str, Any] = {"result": "deferred", "reason": reason}
-    if until is not None:
-        outcome["until"] = until.isoformat()
-    return _transition(session, delivery_id, None, status=DEFERRED, outcome=outcome)
+    return _transition(session, delivery_id, None, status=FAILED, error=error[:2000],
+                       processed_at=utcnow(), leased_until=None, due_at=None)
 
 
 def list_deliveries(
@@ -182,35 +353,6 @@ def count_deliveries(session: Session, *, status: str | Sequence[str] | None = N
     elif status is not None:
         stmt = stmt.where(Delivery.status.in_(list(status)))
     return int(session.scalar(stmt) or 0)
-
-
-def deliveries_to_sweep(
-    session: Session, older_than: timedelta, *, stale_after: timedelta = timedelta(minutes=15),
-    limit: int = 500, after: tuple[datetime, str] | None = None,
-) -> list[Delivery]:
-    """Deliveries that need (re)queueing: recorded but never queued for at
-    least ``older_than`` (so the sweep does not race the web view that is
-    about to queue them), or queued/processing with no progress for
-    ``stale_after`` (the job was lost: Redis flushed, a worker killed)."""
-    now = utcnow()
-    received_before = now - older_than
-    stale_before = now - stale_after
-    stmt = (
-        select(Delivery)
-        .where(
-            or_(
-                (Delivery.status == RECEIVED) & (Delivery.received_at <= received_before),
-                (Delivery.status == QUEUED) & (Delivery.queued_at <= stale_before),
-                (Delivery.status == PROCESSING) & (Delivery.started_at <= stale_before),
-            )
-        )
-        .order_by(Delivery.received_at, Delivery.id)
-        .limit(limit)
-    )
-    if after is not None:
-        # Keyset paging: the next batch after (received_at, id) of the last one seen.
-        stmt = stmt.where(tuple_(Delivery.received_at, Delivery.id) > tuple_(after[0], after[1]))
-    return list(session.scalars(stmt))
 
 
 def prune_processed(session: Session, older_than: timedelta) -> int:
@@ -240,6 +382,8 @@ def delivery_to_dict(d: Delivery, *, with_payload: bool = False) -> dict[str, An
         "attempts": d.attempts,
         "job": d.job_id,
         "error": d.error,
+        "due_at": iso(d.due_at) if d.status in PENDING else None,
+        "leased_until": iso(d.leased_until) if d.status == PROCESSING else None,
         "outcome": d.outcome or {},
         "received_at": iso(d.received_at),
         "queued_at": iso(d.queued_at),

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -182,12 +183,27 @@ class Activity(Base):
 
 
 class Delivery(Base):
-    """A webhook delivery, committed before it is answered."""
+    """A webhook delivery, committed before it is answered.
+
+    The row is the work item (SPEC section 7): while it is pending it says
+    which lane (org) it belongs to, when it is next due and, while a worker
+    holds it, whose lease it is under and until when. Redis only carries
+    wake-ups; nothing decides that work is lost by asking RQ.
+    """
 
     __tablename__ = "deliveries"
     __table_args__ = (
         Index("ix_deliveries_status_received", "status", "received_at"),
         Index("ix_deliveries_org_key", "org_key"),
+        # The claim and the sweep read pending rows only; a partial index keeps
+        # them small however many processed rows a busy org accumulates.
+        Index(
+            "ix_deliveries_pending",
+            "org_key",
+            "received_at",
+            postgresql_where=text("status IN ('received', 'processing', 'deferred', 'retrying')"),
+            sqlite_where=text("status IN ('received', 'processing', 'deferred', 'retrying')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -196,8 +212,10 @@ class Delivery(Base):
     action: Mapped[str | None] = mapped_column(String(64))
     body_sha256: Mapped[str] = mapped_column(String(64))
     payload: Mapped[str] = mapped_column(Text)
+    # The lane: "github:<org id>", "gitlab:<group id>", "gitlab:users" ...
     org_key: Mapped[str | None] = mapped_column(String(128))
-    # received (not yet queued) | queued | processing | processed | ignored | failed | deferred
+    # received (pending) | processing (leased) | retrying | deferred
+    # | processed | ignored | failed
     status: Mapped[str] = mapped_column(String(16), default="received")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     job_id: Mapped[str | None] = mapped_column(String(128))
@@ -207,6 +225,44 @@ class Delivery(Base):
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When pending work is next due (a retry's backoff, a rate limit's reset).
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # While a worker holds it: whose lease, and until when (a killed worker's
+    # rows become claimable again once it runs out).
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    holder: Mapped[str | None] = mapped_column(String(128))
+    # Membership hints, parsed at intake, so a drain can merge thousands of
+    # them by user id without loading their payloads.
+    hint_user_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class WorkLane(Base):
+    """One lane of work (an org, or GitLab's user events): its lease and the
+    full sync it is owed.
+
+    Every drain of a lane's deliveries and every full sync of its org runs
+    under the lane's lease, so they are serialised per org across any
+    number of workers; the lease expires when its holder dies. A full sync
+    request is a due time here, so a second trigger joins the first and a
+    request survives a Redis flush.
+    """
+
+    __tablename__ = "work_lanes"
+    __table_args__ = (Index("ix_work_lanes_full_sync_due", "full_sync_due_at"),)
+
+    lane: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    full_sync_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    full_sync_force: Mapped[bool] = mapped_column(Boolean, default=False)
+    full_sync_trigger: Mapped[str | None] = mapped_column(String(255))
+    full_sync_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The burst budget: single member reads spent since the last full
+    # listing, and when the last hint was counted (a quiet lane starts over).
+    hint_reads: Mapped[int] = mapped_column(Integer, default=0)
+    last_hint_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_listing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class SyncRun(Base):

@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 from models import deliveries, store
 from models.errors import DeliveryNotFound, StoreError
 from models.ids import parse_id
-from models.tables import Activity, Delivery, RosterEntry, Workspace
+from models.tables import Activity, Delivery, RosterEntry, Workspace, utcnow
 from sync.apply import lock_workspace
 from sync.context import SyncContext
 from sync.errors import ProviderError, RateLimited, TransientProviderError
@@ -304,23 +304,26 @@ def _run_ids(result: dict[str, Any]) -> list[int]:
     return []
 
 
-def process_delivery(ctx: SyncContext, delivery_id: str, enqueue: Enqueuer) -> str:
-    """Process one recorded delivery; returns its final status.
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What handling one delivery came to (the pipeline records it)."""
 
-    Idempotent: a delivery already processed or ignored is left alone (RQ may
-    run a job twice when a sweep re-queues one whose worker was slow).
-    Transient provider errors and RateLimited propagate (RQ retries; the job
-    layer reschedules), after the delivery is marked failed / deferred.
-    Permanent errors mark it failed and stop.
+    status: str  # processed | ignored | failed
+    outcome: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def handle_delivery(
+    ctx: SyncContext, delivery_id: str, provider: str, event: str, payload_text: str, enqueue: Enqueuer
+) -> Handled:
+    """Act on one recorded delivery, re-reading the provider's truth.
+
+    Raises ``RateLimited`` and ``TransientProviderError`` for the pipeline to
+    defer or retry (nothing was applied from this delivery). Permanent
+    provider and store errors come back as a failed ``Handled``: retrying
+    gives the same answer.
     """
     with ctx.session() as s:
-        if not deliveries.mark_processing(s, delivery_id):
-            d = s.get(Delivery, delivery_id)
-            if d is None:
-                raise DeliveryNotFound(f"no delivery {delivery_id!r}")
-            return d.status
-        d = deliveries.get_delivery(s, delivery_id)
-        provider, event, payload_text = d.provider, d.event, d.payload
         first_seq = _max_seq(s)
     actor = f"webhook:{delivery_id}"
     try:
@@ -329,53 +332,84 @@ def process_delivery(ctx: SyncContext, delivery_id: str, enqueue: Enqueuer) -> s
         payload = f"not JSON ({exc})"
     if not isinstance(payload, dict):
         # The view only records JSON objects; this is a corrupted row.
-        with ctx.session() as s:
-            deliveries.mark_failed(s, delivery_id, "invalid payload: not a JSON object")
-        return deliveries.FAILED
+        return Handled(deliveries.FAILED, error="invalid payload: not a JSON object")
     try:
         with ctx.session() as s:
             decision = triage(s, provider, event, payload)
         if not decision.act:
-            with ctx.session() as s:
-                deliveries.mark_ignored(s, delivery_id, decision.reason, **decision.details)
-            return deliveries.IGNORED
+            return Handled(deliveries.IGNORED, {"result": "ignored", "reason": decision.reason,
+                                                **decision.details})
         if provider == "github":
             result = _process_github(ctx, event, payload, decision, actor, enqueue)
         else:
             result = _process_gitlab(ctx, payload, decision, actor, enqueue)
+    except (RateLimited, TransientProviderError):
+        raise
+    except (ProviderError, StoreError) as exc:
+        return Handled(deliveries.FAILED, error=f"{type(exc).__name__}: {exc}")
+    if result.get("result") == "ignored":
+        extra = {k: v for k, v in result.items() if k not in ("result", "reason")}
+        return Handled(deliveries.IGNORED, {"result": "ignored", "reason": str(result.get("reason", "")),
+                                            **extra})
+    run = result.get("sync")
+    if isinstance(run, dict) and run.get("result") in ("failed", "auth_broken"):
+        # The sync could not read the provider (credentials, a permanent
+        # error): the run says what broke; the delivery stays replayable.
+        return Handled(deliveries.FAILED, error=f"sync run {run.get('id')} {run.get('result')}: "
+                                                f"{run.get('error') or ''}".strip())
+    with ctx.session() as s:
+        actors = [actor] + [f"sync:{run_id}" for run_id in _run_ids(result)]
+        result["activity"] = _activity_of(s, actors, first_seq)
+    return Handled(deliveries.PROCESSED, result)
+
+
+def process_delivery(ctx: SyncContext, delivery_id: str, enqueue: Enqueuer) -> str:
+    """Process one recorded delivery on its own, outside a lane drain (tests,
+    an operator's inline run); returns its final status.
+
+    Idempotent: a delivery already processed or ignored is left alone.
+    ``RateLimited`` and ``TransientProviderError`` propagate after the row is
+    made due again (deferred / retrying).
+    """
+    with ctx.session() as s:
+        if not deliveries.begin(s, delivery_id):
+            d = s.get(Delivery, delivery_id)
+            if d is None:
+                raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+            return d.status
+        d = deliveries.get_delivery(s, delivery_id)
+        provider, event, payload_text = d.provider, d.event, d.payload
+    try:
+        handled = handle_delivery(ctx, delivery_id, provider, event, payload_text, enqueue)
     except RateLimited as exc:
         with ctx.session() as s:
-            deliveries.mark_deferred(s, delivery_id, "rate limited", until=exc.reset_at)
+            deliveries.defer(s, [delivery_id], None, exc.reset_at, "rate limited")
         raise
     except TransientProviderError as exc:
         with ctx.session() as s:
-            deliveries.mark_failed(s, delivery_id, f"transient provider error (retrying): {exc}")
+            deliveries.retry_later(s, [delivery_id], None, utcnow(),
+                                   f"transient provider error (retrying): {exc}")
         raise
-    except (ProviderError, StoreError) as exc:
-        # Permanent for this delivery: retrying gives the same answer.
-        with ctx.session() as s:
-            deliveries.mark_failed(s, delivery_id, f"{type(exc).__name__}: {exc}")
-        return deliveries.FAILED
     except Exception as exc:
         with ctx.session() as s:
             deliveries.mark_failed(s, delivery_id, f"{type(exc).__name__}: {exc}")
         raise
     with ctx.session() as s:
-        if result.get("result") == "ignored":
-            extra = {k: v for k, v in result.items() if k not in ("result", "reason")}
-            deliveries.mark_ignored(s, delivery_id, str(result.get("reason", "")), **extra)
-            return deliveries.IGNORED
-        run = result.get("sync")
-        if isinstance(run, dict) and run.get("result") in ("failed", "auth_broken"):
-            # The sync could not read the provider (credentials, a permanent
-            # error): the run says what broke; the delivery stays replayable.
-            deliveries.mark_failed(s, delivery_id, f"sync run {run.get('id')} {run.get('result')}: "
-                                                   f"{run.get('error') or ''}".strip())
-            return deliveries.FAILED
-        actors = [actor] + [f"sync:{run_id}" for run_id in _run_ids(result)]
-        result["activity"] = _activity_of(s, actors, first_seq)
-        deliveries.mark_processed(s, delivery_id, result)
-    return deliveries.PROCESSED
+        record(s, delivery_id, handled, holder=None)
+    return handled.status
+
+
+def record(session: Session, delivery_id: str, handled: Handled, *, holder: str | None) -> None:
+    """Write a Handled onto its row (only while ``holder`` still holds it)."""
+    if handled.status == deliveries.PROCESSED:
+        deliveries.finish_processed(session, [delivery_id], holder, handled.outcome)
+    elif handled.status == deliveries.IGNORED:
+        outcome = dict(handled.outcome)
+        reason = str(outcome.pop("reason", ""))
+        outcome.pop("result", None)
+        deliveries.finish_ignored(session, [delivery_id], holder, reason, **outcome)
+    else:
+        deliveries.finish_failed(session, [delivery_id], holder, handled.error or "failed")
 
 
 def _trigger(actor: str) -> str:

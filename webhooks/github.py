@@ -26,13 +26,13 @@ import redis
 import structlog
 from flask import Blueprint, Response, jsonify, request
 
-from models import deliveries
+from models import deliveries, store
 from models.tables import Delivery
-from sync.events import Triage, github_action, triage
+from sync.triage import Intake, github_action, triage
 from webhooks.errors import ApiError
 from webhooks.services import services
 from webhooks.signatures import GITHUB_SIGNATURE_HEADER, SignatureError, verify_github
-from worker.queues import enqueue_delivery
+from worker.queues import wake
 
 bp = Blueprint("webhooks_github", __name__)
 log = structlog.get_logger(__name__)
@@ -82,59 +82,64 @@ def accept(
     body_sha256: str,
     ping: bool = False,
 ) -> Response:
-    """Record the delivery durably (committed before we answer), then queue it.
+    """Record the delivery durably (one transaction, committed before we
+    answer), then ring its lane's bell.
 
-    If Redis is unreachable the delivery is still accepted: it stays
-    ``received`` (not yet queued) and the periodic sweep queues it. Answering
-    an error instead would make GitHub drop it for good (no retries) and make
-    GitLab count a failure towards disabling the hook.
+    The answer says ``queued`` only when a wake-up really is pending in
+    Redis; with Redis unreachable the delivery is still accepted as
+    ``received`` and the minute sweep wakes its lane. Answering an error
+    instead would make GitHub drop it for good (no retries) and make GitLab
+    count a failure towards disabling the hook.
     """
     rt = services()
     with structlog.contextvars.bound_contextvars(delivery=delivery_id, provider=provider, event=event,
                                                  action=action):
+        intake = Intake("ignore", "ping") if ping else triage(provider, event, payload)
         with rt.session() as s:
-            if ping:
-                decision = Triage("ignore", "ping")
-            else:
-                decision = triage(s, provider, event, payload)
-            status = deliveries.RECEIVED if decision.act else deliveries.IGNORED
-            outcome = None if decision.act else {"result": "ignored", "reason": decision.reason}
+            if intake.decision == "check_installation":
+                # Not an event we act on, but it names an org installation:
+                # one the store does not know is adopted (SPEC section 6).
+                assert intake.installation_id is not None
+                if store.get_workspace_by_installation(s, intake.installation_id) is None:
+                    intake = Intake("work", lane=intake.lane)
+                else:
+                    intake = Intake("ignore", intake.reason, intake.lane)
+            work = intake.decision == "work"
             new = deliveries.record_delivery(
                 s, delivery_id, provider, event, action, payload_text, body_sha256,
-                decision.org_key, status=status, outcome=outcome,
+                intake.lane, status=deliveries.RECEIVED if work else deliveries.IGNORED,
+                outcome=None if work else {"result": "ignored", "reason": intake.reason},
+                hint_user_id=intake.hint_user_id if work else None,
             )
             existing = None if new else s.get(Delivery, delivery_id)
             existing_status = existing.status if existing is not None else None
+            existing_lane = existing.org_key if existing is not None else None
         if not new:
             log.info("webhook.duplicate", status=existing_status)
-            if existing_status == deliveries.RECEIVED:
-                # A redelivery of one we could not queue: a chance to queue it
-                # now. enqueue_delivery is unique per delivery, so never twice.
-                _queue(rt, delivery_id)
+            if existing_status in deliveries.WAITING and existing_lane:
+                # A redelivery of one still waiting: a chance to ring its bell
+                # (a pending wake-up makes this one round trip).
+                _wake(rt, existing_lane)
             return _reply(200, {"delivery": delivery_id, "status": "duplicate"})
         if ping:
             log.info("webhook.ping")
             return _reply(200, {"delivery": delivery_id, "status": "pong"})
-        if not decision.act:
-            log.info("webhook.ignored", reason=decision.reason)
-            return _reply(202, {"delivery": delivery_id, "status": "ignored"})
-        queued = _queue(rt, delivery_id)
+        if not work:
+            log.info("webhook.ignored", reason=intake.reason)
+            return _reply(202, {"delivery": delivery_id, "status": "ignored", "reason": intake.reason})
+        assert intake.lane is not None
+        queued = _wake(rt, intake.lane)
         log.info("webhook.accepted", queued=queued)
-        return _reply(202, {"delivery": delivery_id, "status": "queued"})
+        return _reply(202, {"delivery": delivery_id, "status": "queued" if queued else "received"})
 
 
-def _queue(rt: Any, delivery_id: str) -> bool:
+def _wake(rt: Any, lane: str) -> bool:
+    """True when a wake-up of the lane is pending (queued now or before)."""
     try:
-        job_id = enqueue_delivery(rt.redis, delivery_id)
+        wake(rt.redis, lane)
     except (redis.exceptions.RedisError, OSError) as exc:
         log.warning("webhook.queue_unavailable", error=type(exc).__name__)
         return False
-    try:
-        with rt.session() as s:
-            # Only from "received": a fast worker may already have moved it on.
-            deliveries.mark_queued(s, delivery_id, job_id)
-    except Exception as exc:  # noqa: BLE001 - the job is queued; the status catches up when it runs
-        log.warning("webhook.mark_queued_failed", error=type(exc).__name__)
     return True
 
 

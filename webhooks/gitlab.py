@@ -23,7 +23,7 @@ import hashlib
 import structlog
 from flask import Blueprint, Response, request
 
-from sync.events import gitlab_action
+from sync.triage import gitlab_action
 from webhooks.errors import ApiError
 from webhooks.github import accept, delivery_id_from, header, parse_object
 from webhooks.services import services

@@ -113,7 +113,10 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
     # only the main thread may do. SimpleWorker runs jobs in-process.
     worker = SimpleWorker(all_queues(rt.redis), connection=rt.redis)
     try:
-        worker.work(with_scheduler=True, logging_level="WARNING")
+        # No RQ scheduler: retries and deferrals are due times in the
+        # database, fired by the sweep (the cron thread above), exactly as in
+        # production.
+        worker.work(logging_level="WARNING")
     finally:
         stop.set()
         server.shutdown()
@@ -332,12 +335,15 @@ def workspaces_subscription(ctx: _Ctx, ref: str, plan: str | None, no_plan: bool
 # ------------------------------------------------------------------ resync
 
 
-def _run_inline(rt: Runtime, until_idle: float) -> None:
+def _run_inline(rt: Runtime, seconds: float, done: Callable[[], bool] | None = None) -> None:
     """Embedded default: nobody else would run the queued work, so this
-    process does, with the real RQ code path (burst worker + scheduler)."""
+    process does, with the real RQ code path (a burst worker) and the same
+    minute sweep that fires retries in production."""
+    import time
+
     from worker.jobs import run_jobs_inline
 
-    run_jobs_inline(rt.redis, until_idle=until_idle)
+    run_jobs_inline(rt.redis, until=time.monotonic() + seconds, done=done)
 
 
 def _progress(as_json: bool) -> Callable[[str], None]:
@@ -345,64 +351,77 @@ def _progress(as_json: bool) -> Callable[[str], None]:
     return (lambda line: click.echo(line, err=True)) if as_json else click.echo
 
 
-def _wait_for_syncs(rt: Runtime, queued: list[dict[str, str]], after_run: int, timeout: float,
-                    say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Follow each queued sync until it produced a run (or failed, or was
-    deferred by a rate limit), printing each change of state."""
+def _wait_for_syncs(rt: Runtime, queued: list[dict[str, Any]], after_run: int, timeout: float,
+                    say: Callable[[str], None], *, inline: bool) -> list[dict[str, Any]]:
+    """Follow each owed full sync until it produced a finished run, printing
+    each change of state. The database says what is owed and when (a retry's
+    backoff, a rate limit's reset); ``inline`` runs the work in this process."""
     import time
 
-    from models import queries, store
-    from worker.jobs import follow_up_key
-    from worker.queues import fetch_job
+    from models import lanes, queries, store
+    from models.tables import as_utc, utcnow
+    from worker.jobs import run_jobs_inline
 
     names: dict[str, str] = {}
+    lane_of: dict[str, str] = {}
     with rt.session() as s:
         for item in queued:
-            names[item["workspace"]] = store.get_workspace(s, item["workspace"]).name
-    current = {item["workspace"]: item["job"] for item in queued}
+            ws = store.get_workspace(s, item["workspace"])
+            names[ws.id], lane_of[ws.id] = ws.name, lanes.lane_of_workspace(ws)
     results: dict[str, dict[str, Any]] = {}
     last_state: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     total = len(queued)
-    while len(results) < total:
+    while True:
+        waiting = [item["workspace"] for item in queued if item["workspace"] not in results]
+        next_due: dict[str, Any] = {}
         with rt.session() as s:
-            runs = queries.full_runs_after(s, [w for w in current if w not in results], after_run)
+            runs = queries.full_runs_after(s, waiting, after_run)
             run_dicts = {w: store.sync_run_to_dict(r) for w, r in runs.items()}
-        for ws_id, job_id in current.items():
-            if ws_id in results:
-                continue
-            job = fetch_job(rt.redis, job_id)
-            state = job.get_status(refresh=False) if job is not None else None
+            owed = lanes.pending_full_syncs(s, [lane_of[w] for w in waiting])
+        for ws_id in waiting:
             run = run_dicts.get(ws_id)
-            if run is not None and run["result"] != "running" and state not in ("queued", "started", "scheduled"):
-                results[ws_id] = {"workspace": ws_id, "job": job_id, "state": "finished", "run": run}
+            due = owed.get(lane_of[ws_id])
+            if run is not None and run["result"] != "running" and due is None:
+                results[ws_id] = {"workspace": ws_id, "state": "finished", "run": run}
                 say(f"[{len(results)}/{total}] {names[ws_id]}: {_describe_run(run)}")
                 continue
-            if state is None or state in ("finished", "failed", "stopped", "canceled"):
-                nxt = rt.redis.get(follow_up_key(job_id))
-                if nxt:
-                    current[ws_id] = nxt.decode() if isinstance(nxt, bytes) else str(nxt)
-                    say(f"        {names[ws_id]}: another sync of the org is running; waiting for it")
-                    continue
-                if state == "failed":
-                    results[ws_id] = {"workspace": ws_id, "job": job_id, "state": "failed", "run": run}
-                    say(f"[{len(results)}/{total}] {names[ws_id]}: job failed"
-                        + (f" ({run['error']})" if run and run.get("error") else ""))
-                    continue
-            label = str(state or "finishing")
-            if job is not None and state == "scheduled":
-                label = "waiting for a retry" if job.number_of_retries else "scheduled"
+            if run is not None and run["result"] in ("failed", "rate_limited") and due is not None:
+                label = (f"{run['result'].replace('_', ' ')} ({run.get('error') or ''}); "
+                         f"next try at {due.isoformat(timespec='seconds')}")
+                next_due[ws_id] = (due, run)
+            elif run is not None and run["result"] == "running":
+                label = "running"
+            else:
+                label = "waiting for a worker" if not inline else "starting"
             if last_state.get(ws_id) != label:
                 last_state[ws_id] = label
                 say(f"        {names[ws_id]}: {label}")
         if len(results) >= total:
             break
-        if time.monotonic() > deadline:
-            for ws_id, job_id in current.items():
-                if ws_id not in results:
-                    results[ws_id] = {"workspace": ws_id, "job": job_id, "state": "timeout", "run": None}
-            say("stopped waiting (timeout); the remaining syncs continue in the background")
+        remaining = deadline - time.monotonic()
+        # Inline, a retry due after the deadline will not run here: say so now
+        # rather than wait for nothing.
+        hopeless = inline and next_due and all(
+            (as_utc(due) - utcnow()).total_seconds() > remaining for due, _ in next_due.values())  # type: ignore[operator]
+        if remaining <= 0 or hopeless:
+            for ws_id in waiting:
+                if ws_id in results:
+                    continue
+                due_run = next_due.get(ws_id)
+                results[ws_id] = {"workspace": ws_id, "state": "gave_up" if due_run else "timeout",
+                                  "run": due_run[1] if due_run else None}
+                if due_run:
+                    where = "when `orgsync dev` is running" if inline else "by a worker"
+                    say(f"gave up on {names[ws_id]}: the provider keeps failing "
+                        f"({due_run[1].get('error') or due_run[1]['result']}); the sync stays owed and "
+                        f"runs at {due_run[0].isoformat(timespec='seconds')} {where}")
+                else:
+                    say(f"stopped waiting for {names[ws_id]} after {int(timeout)} s; the sync stays owed "
+                        "and runs " + ("when `orgsync dev` is running" if inline else "when a worker is free"))
             break
+        if inline:
+            run_jobs_inline(rt.redis, until=time.monotonic())
         time.sleep(0.5)
     return [results[item["workspace"]] for item in queued]
 
@@ -434,7 +453,7 @@ def resync(ctx: _Ctx, ref: str | None, all_: bool, wait: bool, force: bool, time
         fail("give a workspace reference or --all")
     rt = ctx.runtime
 
-    def act() -> tuple[list[dict[str, str]], int]:
+    def act() -> tuple[list[dict[str, Any]], int]:
         with rt.session() as s:
             before = queries.max_sync_run_id(s)
             return queues.resync(s, rt.redis, "all" if all_ else str(ref), force=force), before
@@ -445,16 +464,16 @@ def resync(ctx: _Ctx, ref: str | None, all_: bool, wait: bool, force: bool, time
         emit({"queued": []}, as_json, lambda _: click.echo("no active provider workspaces to sync"))
         return
     for item in queued:
-        say(f"queued {item['workspace']} as job {item['job']}")
+        say(f"queued {item['workspace']}" + (f" (wake-up {item['job']})" if item["job"] else ""))
     if rt.embedded:
         say("no REDIS_URL: running the sync in this process")
-        _run_inline(rt, until_idle=60)
         wait = True
+        timeout = min(timeout, 120)
     if not wait:
         if as_json:
             emit({"queued": queued}, True, click.echo)
         return
-    results = _wait_for_syncs(rt, queued, before, timeout, say)
+    results = _wait_for_syncs(rt, queued, before, timeout, say, inline=rt.embedded)
     if as_json:
         emit({"queued": queued, "results": results}, True, click.echo)
     bad = [r for r in results if r["state"] != "finished" or r["run"]["result"] in ("failed", "auth_broken")]
@@ -564,10 +583,19 @@ def deliveries_replay(ctx: _Ctx, delivery_id: str, as_json: bool) -> None:
     data = _store_call(act)
     if rt.embedded:
         _progress(as_json)("no REDIS_URL: processing the delivery in this process")
-        _run_inline(rt, until_idle=60)
+
+        def finished() -> bool:
+            with rt.session() as s:
+                return dstore.get_delivery(s, delivery_id).status in (*dstore.FINISHED, dstore.FAILED)
+
+        _run_inline(rt, 60, finished)
         with rt.session() as s:
-            data["status"] = dstore.get_delivery(s, delivery_id).status
-    emit(data, as_json, lambda d: click.echo(f"delivery {d['delivery']}: {d['status']} (job {d['job']})"))
+            d = dstore.get_delivery(s, delivery_id)
+            data["status"], data["error"] = d.status, d.error
+    emit(data, as_json, lambda d: click.echo(
+        f"delivery {d['delivery']}: {d['status']}" + (f" ({d['error']})" if d.get("error") else "")))
+    if data["status"] == dstore.FAILED or (rt.embedded and data["status"] not in dstore.FINISHED):
+        raise SystemExit(1)
 
 
 @deliveries.command("send")
@@ -635,18 +663,18 @@ def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url
 @main.command("worker")
 @click.argument("queue_names", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-@click.option("--simple", is_flag=True, help="Run jobs in this process instead of a fork per job.")
+@click.option("--fork", is_flag=True, help="Run each job in a forked child (RQ's default worker).")
+@click.option("--simple", is_flag=True, hidden=True, help="In-process jobs (the default now).")
 @pass_ctx
-def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: bool) -> None:
-    """Run an RQ worker (with its scheduler) on webhooks, sync, default.
+def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, fork: bool, simple: bool) -> None:
+    """Run an RQ worker on webhooks, sync, default (in that priority).
 
-    Each job runs in a forked child (RQ's default): the parent keeps the
-    job's heartbeat alive, so a long full sync is never mistaken for an
-    abandoned job, and a killed worker's job is recognised as abandoned
-    within about 90 s. The parent loads the modules and parses the app key
-    before forking, so children start warm. --simple runs jobs in-process
-    (faster per job; a job running longer than about 90 s then looks
-    abandoned to other workers).
+    Jobs run in this long-lived process: one database pool, one cache of
+    installation tokens, no fork per job. A job is a lane's drain, which
+    keeps its lease alive from a heartbeat thread while a long full sync
+    runs; if this process dies, the lease runs out and another worker takes
+    the work over. Job timeouts still hold (RQ's timer). --fork runs each
+    job in a forked child instead.
     """
     import time
 
@@ -666,22 +694,20 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: boo
     unknown = [n for n in names if n not in QUEUE_NAMES]
     if unknown:
         fail(f"unknown queue {unknown[0]!r}; the queues are {', '.join(QUEUE_NAMES)}")
-    cls = SimpleWorker if simple else OrgsyncWorker
+    cls = OrgsyncWorker if fork else SimpleWorker
     warm_up(rt)
     delay = 1.0
     while True:
         try:
             # The worker's constructor already talks to Redis.
             w = cls([get_queue(n, rt.redis) for n in names], connection=rt.redis)
-            # The scheduler moves retries and rate-limit reschedules back onto
-            # the queues when they are due; RQ elects one scheduler per queue.
-            w.work(with_scheduler=True, burst=burst)
+            w.work(burst=burst)
             return
         except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
             # RQ survives a Redis outage only while idle in dequeue; one that
             # hits it mid-loop would end the process. A blip must not leave
             # the platform restarting crashed workers with back-off: wait for
-            # Redis and work again. Lost jobs are re-queued by the sweep.
+            # Redis and work again. Work is in the database; nothing is lost.
             log.warning("worker.redis_unavailable", error=type(exc).__name__, retry_in=delay)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
@@ -696,14 +722,29 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: boo
 @pass_ctx
 def cron_cmd(ctx: _Ctx) -> None:
     """Run RQ's cron scheduler: resyncs, sweep, prune. Run exactly one."""
+    import time
+
+    import redis as redis_lib
+
     from worker.cron import build_cron
-    from worker.logs import configure_logging
+    from worker.logs import configure_logging, get_logger
 
     configure_logging(force=True)
+    log = get_logger("orgsync.cron")
     rt = ctx.runtime
     if rt.embedded:
         fail("orgsync cron needs REDIS_URL (without it, `orgsync dev` runs the periodic jobs itself)")
-    build_cron(rt.redis, rt.settings).start()
+    delay = 1.0
+    while True:
+        try:
+            build_cron(rt.redis, rt.settings).start()
+            return
+        except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+            # The sweep is the recovery path for lost work, and a Procfile
+            # runner stops everything when one process exits: wait Redis out.
+            log.warning("cron.redis_unavailable", error=type(exc).__name__, retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 if __name__ == "__main__":

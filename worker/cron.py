@@ -5,11 +5,13 @@ leader election, so two would enqueue every periodic job twice (harmless for
 the resync scheduler, which takes a Redis lock and coalesces syncs, but
 wasteful). The worker processes do the actual work.
 
-Jobs (all on the ``default`` queue):
-- ``schedule_resyncs`` every RESYNC_TICK seconds: schedules (``enqueue_at``)
-  the full resyncs whose slot falls in the coming window;
-- ``sweep`` every minute;
-- ``prune`` daily at 03:17 UTC.
+Jobs:
+- ``schedule_resyncs`` every RESYNC_TICK seconds (``default``): owes each org
+  whose slot falls in the coming window its full resync (a due time in the
+  database);
+- ``sweep`` every minute (``webhooks``, the first queue): wakes every lane
+  with due or orphaned work;
+- ``prune`` daily at 03:17 UTC (``default``).
 
 Spreading the resyncs: each workspace has a fixed slot in the interval,
 ``sha256(workspace id) mod ORGSYNC_RESYNC_INTERVAL``, plus a little random
@@ -65,7 +67,8 @@ def register_jobs(scheduler: CronScheduler, settings: Settings) -> list[CronJob]
     return [
         scheduler.register(jobs.schedule_resyncs, "default", interval=tick, job_timeout=300,
                            name="schedule_resyncs", **_JOB_OPTIONS),  # type: ignore[arg-type]
-        scheduler.register(jobs.sweep, "default", interval=SWEEP_EVERY, job_timeout=300,
+        # On the first queue: recovery must not wait behind the backlog it recovers.
+        scheduler.register(jobs.sweep, "webhooks", interval=SWEEP_EVERY, job_timeout=300,
                            name="sweep", **_JOB_OPTIONS),  # type: ignore[arg-type]
         scheduler.register(jobs.prune, "default", cron=PRUNE_CRON, job_timeout=1800,
                            name="prune", **_JOB_OPTIONS),  # type: ignore[arg-type]

@@ -1,75 +1,41 @@
-"""Queue names and the one place that knows how jobs are enqueued:
-queue names, job ids, retries and timeouts.
+"""The one place that knows how work reaches RQ: queue names, wake-ups,
+job ids and timeouts.
 
-Job ids and coalescing
-----------------------
-Delivery jobs use one id per delivery (``delivery-<hash>``), enqueued with
-``unique=True``: a redelivery or a sweep racing the web view finds the job
-already there and queues nothing twice.
+The database holds the work (models.deliveries, models.lanes); RQ only runs
+it. A job is a wake-up of one lane (an org): ``worker.jobs.drain_lane``
+drains whatever the lane has due, under the lane's lease. A wake-up may be
+lost, doubled or late and nothing breaks: the minute sweep rings the bell of
+every lane with due or orphaned work.
 
-Full syncs must coalesce *waiting* triggers, but a trigger that arrives while a
-sync is already reading the provider has to cause one more sync afterwards (the
-running one may have read the roster before the change). A fixed
-``sync-<workspace>`` id cannot express that: RQ's ``unique=True`` rejects any
-id whose job hash still exists, and the hash exists while the job runs. So the
-id carries a per-workspace *generation* kept in Redis:
-
-- triggers enqueue ``sync-<ws>`` (generation 0) or ``sync-<ws>-g<n>`` with
-  ``unique=True``; a trigger that meets a waiting job of the current
-  generation joins it;
-- a sync job advances the generation the moment it starts, before it reads
-  anything, so later triggers create the next job instead of joining one
-  that has already begun;
-- a running job that must run again later (rate limit, another worker holds
-  the org's lock) enqueues into the current generation like any trigger, so
-  it never collides with its own still-existing hash.
+Wake-ups are de-duplicated per lane by a flag in Redis (``SET NX``): while a
+wake-up is pending, another costs one round trip and queues nothing. The
+drain clears the flag once it holds the lane's lease and again as it stops
+(see sync.batch), so a delivery recorded after the drain's last look always
+finds the flag clear and queues a new wake-up.
 """
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime, timedelta
+import uuid
+from datetime import datetime
 from typing import Any
 
 import redis
-from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq import Queue
+
+from models import lanes as lane_store
+from models.lanes import lane_of_workspace
 
 # Priority order: a worker drains webhooks first.
 QUEUE_NAMES = ("webhooks", "sync", "default")
 
-# Transient provider errors: retry with backoff (needs a worker with scheduler).
-DELIVERY_RETRY = Retry(max=5, interval=[5, 15, 60, 180, 600])
-SYNC_RETRY = Retry(max=4, interval=[30, 120, 300, 900])
-
-DELIVERY_TIMEOUT = 300
-SYNC_TIMEOUT = 3600
-# Failed jobs stay visible to `rq info` for a while; kept short because a
-# unique id is blocked for as long as its hash exists (see _enqueue_unique).
-DELIVERY_FAILURE_TTL = 3600
-SYNC_FAILURE_TTL = 60
-
-# Job states in which a job will still run: joining it is enough.
-WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
-# Terminal states: the hash only lingers for inspection and must not block a
-# new job with the same id (a replayed delivery, a new sync).
-TERMINAL = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
-
-_GENERATION_KEY = "orgsync:sync-generation:{}"
-# Generation counters are tiny; they expire long after any job that carries
-# them could still be waiting.
-_GENERATION_TTL = 30 * 24 * 3600
-
-# Advance only if nobody else did: two starts of the same generation (an RQ
-# retry and a fresh job) must not skip one.
-_ADVANCE_SCRIPT = """
-local v = tonumber(redis.call('GET', KEYS[1]) or '0')
-if v == tonumber(ARGV[1]) then
-  v = redis.call('INCR', KEYS[1])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return v
-"""
+# A drain may run a full sync of a large org; the lease heartbeat, not this
+# timeout, is what lets another worker take over from a dead one.
+DRAIN_TIMEOUT = 3600
+DRAIN_FAILURE_TTL = 86400
+# A flag outlives its job only if the enqueue was lost with Redis; then the
+# next delivery after this long, or the sweep, wakes the lane again.
+WAKE_FLAG_TTL = 120
+_WAKE_FLAG = "orgsync:wake:{}"
 
 
 def get_queue(name: str, connection: redis.Redis) -> Queue:
@@ -82,137 +48,78 @@ def all_queues(connection: redis.Redis) -> list[Queue]:
     return [Queue(n, connection=connection) for n in QUEUE_NAMES]
 
 
-def delivery_job_id(delivery_id: str) -> str:
-    # RQ job ids allow only letters, digits, '_' and '-'; delivery ids are
-    # provider-chosen strings, so the id is derived from their hash.
-    return "delivery-" + hashlib.sha256(delivery_id.encode()).hexdigest()[:40]
+def wake_flag(lane: str) -> str:
+    return _WAKE_FLAG.format(lane)
 
 
-def deferred_delivery_job_id(delivery_id: str, at: datetime) -> str:
-    """The id of a delivery job rescheduled by the running job itself (rate
-    limit): it must differ from the running job's id, whose hash still exists."""
-    return f"{delivery_job_id(delivery_id)}-at{int(at.timestamp())}"
+def wake(connection: redis.Redis, lane: str, *, queue: str = "webhooks", force: bool = False) -> str | None:
+    """Ring the lane's bell: queue a drain unless one is already pending.
 
-
-def sync_job_id(workspace_id: str, generation: int = 0) -> str:
-    if generation == 0:
-        return f"sync-{workspace_id}"
-    return f"sync-{workspace_id}-g{generation}"
-
-
-def sync_generation(connection: redis.Redis, workspace_id: str) -> int:
-    raw = connection.get(_GENERATION_KEY.format(workspace_id))
-    return int(raw) if raw else 0
-
-
-def advance_sync_generation(connection: redis.Redis, workspace_id: str, started: int) -> int:
-    """Called by a sync job as it starts: later triggers get a new job."""
-    value = connection.eval(_ADVANCE_SCRIPT, 1, _GENERATION_KEY.format(workspace_id),
-                            started, _GENERATION_TTL)
-    return int(value)  # type: ignore[arg-type]
-
-
-def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
-    try:
-        return Job.fetch(job_id, connection=connection)
-    except NoSuchJobError:
-        return None
-
-
-def _enqueue_unique(queue: Queue, func: str, args: tuple[Any, ...], *, job_id: str,
-                    at: datetime | None, **kwargs: Any) -> None:
-    """Enqueue (or schedule) with ``unique=True``; a terminal job that still
-    holds the id (kept for inspection) is deleted and the enqueue retried.
-    Raises DuplicateJobError when a live job holds it."""
-    for _ in range(3):
-        try:
-            if at is not None:
-                queue.enqueue_at(at, func, *args, job_id=job_id, unique=True, **kwargs)
-            else:
-                queue.enqueue(func, *args, job_id=job_id, unique=True, **kwargs)
-            return
-        except DuplicateJobError:
-            job = fetch_job(queue.connection, job_id)
-            if job is None:
-                continue  # it finished between the check and now
-            if job.get_status(refresh=False) in TERMINAL:
-                job.delete()
-                continue
-            raise
-    raise DuplicateJobError(f"job {job_id} keeps reappearing")
-
-
-def enqueue_delivery(connection: redis.Redis, delivery_id: str, *, at: datetime | None = None,
-                     job_id: str | None = None) -> str:
-    """Queue processing of a recorded delivery. Raises redis errors when Redis
-    is down: the caller keeps the delivery recorded and the sweep queues it.
-
-    A live job for the delivery (queued, scheduled, running) is joined; a
-    finished or failed one is replaced, which is what replay and the sweep need.
+    Returns the new job's id, or None when a wake-up was already pending.
+    ``force`` (the sweep) queues one whatever the flag says: a flag can
+    outlive a job lost with Redis. Raises Redis errors: the caller keeps
+    the work recorded and the sweep wakes the lane later.
     """
-    job_id = job_id or delivery_job_id(delivery_id)
+    job_id = "drain-" + uuid.uuid4().hex
+    key = wake_flag(lane)
+    if force:
+        connection.set(key, job_id, ex=WAKE_FLAG_TTL)
+    elif not connection.set(key, job_id, nx=True, ex=WAKE_FLAG_TTL):
+        return None
     try:
-        _enqueue_unique(
-            get_queue("webhooks", connection), "worker.jobs.process_delivery", (delivery_id,),
-            job_id=job_id, at=at, retry=DELIVERY_RETRY, job_timeout=DELIVERY_TIMEOUT,
-            result_ttl=0, failure_ttl=DELIVERY_FAILURE_TTL,
-            description=f"process delivery {delivery_id[:80]}",
+        get_queue(queue, connection).enqueue(
+            "worker.jobs.drain_lane", lane, job_id=job_id, job_timeout=DRAIN_TIMEOUT, result_ttl=0,
+            failure_ttl=DRAIN_FAILURE_TTL, description=f"drain {lane}",
         )
-    except DuplicateJobError:
-        pass  # already queued: nothing is queued twice
+    except BaseException:
+        # The flag would hold back every wake-up for its TTL with no job behind it.
+        try:
+            connection.delete(key)
+        except redis.RedisError:
+            pass
+        raise
     return job_id
 
 
-def enqueue_full_sync(
-    connection: redis.Redis, workspace_id: str, *, trigger: str, force: bool = False,
-    at: datetime | None = None, delay: timedelta | None = None,
-) -> str:
-    """Queue a full sync; a second trigger joins the one already waiting.
-
-    Returns the id of the job that will run (new or joined). A forced trigger
-    that joins an unforced waiting job makes it forced.
-    """
-    if at is None and delay is not None:
-        from rq.utils import now
-
-        at = now() + delay
-    queue = get_queue("sync", connection)
-    for _ in range(10):
-        generation = sync_generation(connection, workspace_id)
-        job_id = sync_job_id(workspace_id, generation)
-        try:
-            _enqueue_unique(
-                queue, "worker.jobs.sync_org", (workspace_id, trigger, force), job_id=job_id, at=at,
-                retry=SYNC_RETRY, job_timeout=SYNC_TIMEOUT, result_ttl=0, failure_ttl=SYNC_FAILURE_TTL,
-                meta={"generation": generation, "force": force, "trigger": trigger},
-                description=f"full sync of {workspace_id} ({trigger[:80]})",
-            )
-            return job_id
-        except DuplicateJobError:
-            job = fetch_job(connection, job_id)
-            if job is None:
-                continue
-            status = job.get_status(refresh=False)
-            if status in WAITING or status == JobStatus.STARTED:
-                # A started job of the current generation has not advanced it
-                # yet, i.e. it has not read the provider: joining is correct.
-                if force and not job.meta.get("force"):
-                    job.meta["force"] = True
-                    job.save_meta()
-                return job_id
-            # Anything else (created, terminal): the generation is stale.
-            advance_sync_generation(connection, workspace_id, generation)
-    raise RuntimeError(f"could not queue a sync of {workspace_id}: job ids keep colliding")
+def pending_wake(connection: redis.Redis, lane: str) -> str | None:
+    raw = connection.get(wake_flag(lane))
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-class RqEnqueuer:
-    """The sync engine's Enqueuer, backed by RQ (sync.events stays RQ-free)."""
+def clear_wake(connection: redis.Redis, lane: str) -> None:
+    connection.delete(wake_flag(lane))
+
+
+class RqWaker:
+    """``wake`` for the sync layer, which knows no Redis: errors are left to
+    the sweep (the work is in the database already)."""
 
     def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
 
-    def full_sync(self, workspace_id: str, trigger: str) -> None:
-        enqueue_full_sync(self.connection, workspace_id, trigger=trigger)
+    def __call__(self, lane: str) -> None:
+        try:
+            wake(self.connection, lane, queue="sync")
+        except redis.RedisError:
+            pass
+
+
+def request_full_sync(session: Any, connection: redis.Redis | None, workspace: Any, *, trigger: str,
+                      force: bool = False, at: datetime | None = None) -> str | None:
+    """Owe the workspace's org a full sync (a waiting request absorbs this
+    one), committed by the caller; then wake its lane if it is due now.
+    Returns the wake-up job id (new or pending), if any."""
+    lane = lane_of_workspace(workspace)
+    lane_store.request_full_sync(session, lane, trigger=trigger, force=force, due_at=at)
+    if at is not None or connection is None:
+        return None  # the sweep wakes it when it is due
+    session.commit()  # the row must be visible before the drain looks
+    try:
+        return wake(connection, lane, queue="sync") or pending_wake(connection, lane)
+    except redis.RedisError:
+        return None
 
 
 def queue_depths(connection: redis.Redis) -> dict[str, dict[str, int]]:
@@ -234,44 +141,53 @@ def queue_depths(connection: redis.Redis) -> dict[str, dict[str, int]]:
 # both answer with the same objects.
 
 
-def resync(session: Any, connection: redis.Redis, target: str, *, force: bool = False,
-           trigger: str = "operator") -> list[dict[str, str]]:
-    """Queue full syncs: ``target`` is a workspace reference or ``"all"``
-    (every active provider workspace). Returns [{"workspace", "job"}]."""
+def resync(session: Any, connection: redis.Redis | None, target: str, *, force: bool = False,
+           trigger: str = "operator") -> list[dict[str, str | None]]:
+    """Owe full syncs: ``target`` is a workspace reference or ``"all"`` (every
+    active provider workspace). Returns [{"workspace", "job"}]; "job" is the
+    lane's wake-up (None when Redis could not be reached: the sweep wakes it)."""
     from models import queries, store
     from models.errors import InvalidState
 
     if target == "all":
-        ids = queries.resyncable_workspace_ids(session)
+        targets = [store.get_workspace(session, ws_id) for ws_id in queries.resyncable_workspace_ids(session)]
     else:
         ws = store.find_workspace(session, target)
         if ws.kind != "provider":
             raise InvalidState(f"workspace {ws.name!r} is a {ws.kind} workspace; only provider workspaces sync")
         if ws.status == "disconnected":
             raise InvalidState(f"workspace {ws.name!r} is disconnected; it syncs again once reconnected")
-        ids = [ws.id]
-    return [
-        {"workspace": ws_id, "job": enqueue_full_sync(connection, ws_id, trigger=trigger, force=force)}
-        for ws_id in ids
-    ]
+        targets = [ws]
+    for ws in targets:
+        lane_store.request_full_sync(session, lane_of_workspace(ws), trigger=trigger, force=force)
+    session.commit()  # the requests must be visible before any drain looks
+    out: list[dict[str, str | None]] = []
+    for ws in targets:
+        lane = lane_of_workspace(ws)
+        job: str | None = None
+        if connection is not None:
+            try:
+                job = wake(connection, lane, queue="sync") or pending_wake(connection, lane)
+            except redis.RedisError:
+                job = None
+        out.append({"workspace": ws.id, "job": job})
+    return out
 
 
-def replay_delivery(session: Any, connection: redis.Redis, delivery_id: str) -> dict[str, Any]:
-    """Queue a delivery again (failed, deferred, or stuck); processed and
-    ignored ones are finished and are not replayed."""
+def replay_delivery(session: Any, connection: redis.Redis | None, delivery_id: str) -> dict[str, Any]:
+    """Make a failed (or stuck) delivery due now and wake its lane;
+    processed and ignored ones are finished and are not replayed."""
     from models import deliveries
-    from models.errors import InvalidState
 
-    d = deliveries.get_delivery(session, delivery_id)
-    if d.status not in deliveries.REQUEUEABLE:
-        raise InvalidState(f"delivery {delivery_id!r} is already {d.status}; only unfinished or failed "
-                           "deliveries are replayed")
-    status = d.status
-    job_id = enqueue_delivery(connection, delivery_id)
-    # Conditional on the status read above: a worker that already picked the
-    # job up must not be moved backwards.
-    deliveries.mark_queued(session, delivery_id, job_id, from_statuses=(status,))
-    return {"delivery": delivery_id, "status": "queued", "job": job_id}
+    lane = deliveries.replay(session, delivery_id)
+    session.commit()
+    job: str | None = None
+    if connection is not None:
+        try:
+            job = wake(connection, lane) or pending_wake(connection, lane)
+        except redis.RedisError:
+            job = None
+    return {"delivery": delivery_id, "status": "queued" if job else "received", "job": job}
 
 
 def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any]:
