@@ -176,6 +176,7 @@ class Drain:
         self.queue: deque[Claimed] = deque()
         self.payloads: dict[str, str] = {}
         self.logins: dict[str, str | None] = {}
+        self.inflight: list[Claimed] = []  # taken off the queue, not yet recorded
         self.provider, self.org_id = lanes.parse_lane(lane)
 
     # ------------------------------------------------------------------ entry
@@ -201,12 +202,17 @@ class Drain:
                         break
                     if not lanes.acquire(s, self.lane, self.holder, LEASE):
                         break  # someone else took it, and with it the work
-        except BaseException:
-            # Whatever was claimed and not finished goes back (due now): a
-            # crash must not leave rows waiting for their lease to run out.
-            self._give_back(utcnow())
-            with self.ctx.session() as s:
-                lanes.release(s, self.lane, self.holder)
+        except BaseException as exc:
+            # Whatever was claimed and not finished goes back: a crash must
+            # not leave rows waiting for their lease to run out. The rows in
+            # hand count the attempt (a bug must end in "failed", not a loop).
+            try:
+                self._retry(self.inflight, f"unexpected error: {type(exc).__name__}: {exc}")
+                self._give_back(utcnow())
+                with self.ctx.session() as s:
+                    lanes.release(s, self.lane, self.holder)
+            except Exception:  # noqa: BLE001 - the leases run out on their own
+                log.exception("could not give lane %s back after an error", self.lane)
             raise
         finally:
             heartbeat.stop()
@@ -284,6 +290,7 @@ class Drain:
     # ------------------------------------------------------------------ one delivery
 
     def _single(self, row: Claimed) -> None:
+        self.inflight = [row]
         payload_text = self.payloads.pop(row.id, None)
         if payload_text is None:
             with self.ctx.session() as s:
@@ -303,6 +310,7 @@ class Drain:
             raise _Stop(due) from None
         with self.ctx.session() as s:
             events.record(s, row.id, handled, holder=self.holder)
+        self.inflight = []
         self._count(handled.status)
 
     def _count(self, status: str, n: int = 1) -> None:
@@ -324,6 +332,7 @@ class Drain:
     def _hints(self, state: _Lane) -> None:
         assert state.workspace_id is not None
         seg = self._take_hints(state)
+        self.inflight = seg
         # The batch may be the front of a longer run of hints: take it all.
         while not self.queue and self._refill():
             seg.extend(self._take_hints(state))
@@ -406,6 +415,7 @@ class Drain:
         self._finish_hints(ids, run, via="full_sync")
 
     def _finish_hints(self, ids: list[str], run: dict[str, Any], *, via: str) -> None:
+        self.inflight = []
         result = run.get("result")
         summary = {k: run.get(k) for k in ("id", "kind", "result", "added", "removed", "changed", "api_calls")}
         with self.ctx.session() as s:
@@ -493,12 +503,14 @@ class Drain:
                                          f"{error} (gave up after {MAX_ATTEMPTS} attempts)")
         self.report.retrying += len(retry)
         self.report.failed += len(give_up)
+        self.inflight = []
         return due
 
     def _defer(self, rows: list[Claimed], reset_at: datetime) -> None:
         with self.ctx.session() as s:
             deliveries.defer(s, [r.id for r in rows], self.holder, reset_at, "rate limited")
         self.report.deferred += len(rows)
+        self.inflight = []
 
     def _give_back(self, due_at: datetime) -> None:
         """The claimed rows not yet handled keep their order: due with (not

@@ -53,9 +53,9 @@ def member_reads(
         # checks the id) falls back to what the store knows.
         missing = [uid for uid in uids if not hinted.get(uid)]
         if missing:
-            known = dict(s.execute(select(RosterEntry.provider_user_id, RosterEntry.login).where(
-                RosterEntry.workspace_id == workspace_id,
-                RosterEntry.provider_user_id.in_(missing))).tuples())
+            known = {int(uid): login for uid, login in s.execute(
+                select(RosterEntry.provider_user_id, RosterEntry.login).where(
+                    RosterEntry.workspace_id == workspace_id, RosterEntry.provider_user_id.in_(missing)))}
             for uid in missing:
                 login = known.get(uid)
                 if login is None:

@@ -61,6 +61,9 @@ class Intake:
     lane: str | None = None
     hint_user_id: int | None = None  # membership events: the member it is about
     installation_id: int | None = None  # check_installation: the one to look up
+    # check_installation: work when the store knows the installation (True)
+    # or when it does not (False: adoption).
+    work_if_known: bool = False
 
 
 def _str(value: Any) -> str | None:
@@ -121,7 +124,11 @@ def triage_github(event: str, payload: dict[str, Any]) -> Intake:
     if key == ("organization", "member_invited"):
         return Intake("ignore", "an invitation gives no access until it is accepted", lane)
     if t.installation_id is not None and not t.is_org and (key in GITHUB_ACTED_ON or event == "installation"):
-        return Intake("ignore", "installation on a user account, not an organization", lane)
+        # The payload says "user account", but payloads disagree on account
+        # kinds (GitHub's own examples); an installation the store holds as
+        # an org's is the worker's to judge, by reading the org.
+        return Intake("check_installation", "installation on a user account, not an organization", lane,
+                      installation_id=t.installation_id, work_if_known=True)
     if key in GITHUB_ACTED_ON:
         if lane is None:
             return Intake("ignore", "the payload names no organization", None)

@@ -97,11 +97,14 @@ def accept(
         intake = Intake("ignore", "ping") if ping else triage(provider, event, payload)
         with rt.session() as s:
             if intake.decision == "check_installation":
-                # Not an event we act on, but it names an org installation:
-                # one the store does not know is adopted (SPEC section 6).
+                # An event naming an installation that only the store can
+                # judge: an unknown org installation is adopted (SPEC section
+                # 6); a "user account" installation the store holds as an
+                # org's is for the worker to read.
                 assert intake.installation_id is not None
-                if store.get_workspace_by_installation(s, intake.installation_id) is None:
-                    intake = Intake("work", lane=intake.lane)
+                known = store.get_workspace_by_installation(s, intake.installation_id) is not None
+                if known == intake.work_if_known:
+                    intake = Intake("work", lane=intake.lane, hint_user_id=intake.hint_user_id)
                 else:
                     intake = Intake("ignore", intake.reason, intake.lane)
             work = intake.decision == "work"

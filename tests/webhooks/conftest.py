@@ -19,9 +19,9 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from models import store
+from models import lanes, store
 from models.config import Settings
-from models.tables import Activity, Delivery, RosterEntry, Workspace
+from models.tables import Activity, Delivery, RosterEntry, SyncRun, WorkLane, Workspace
 from tests.fakes.gitlab_server import DEFAULT_TOKEN
 from tests.fakes.server import FakeProviderServer
 from webhooks.app import create_app
@@ -103,11 +103,27 @@ class World:
         return Queue(name, connection=self.redis)
 
     def drain(self) -> None:
-        """Run every queued delivery job once, in this process (burst)."""
-        SimpleWorker([self.queue("webhooks")], connection=self.redis).work(burst=True)
+        """Run every queued wake-up once, in this process (burst): each drains
+        its lane, full syncs owed to the lane included."""
+        SimpleWorker([self.queue("webhooks"), self.queue("sync")], connection=self.redis).work(burst=True)
 
-    def sync_jobs(self) -> list[str]:
-        return list(self.queue("sync").get_job_ids())
+    def full_syncs(self) -> list[str]:
+        """``sync-<workspace id>`` for every full sync a webhook caused (run by
+        the lane's drain) or still owes (a due time on the lane)."""
+        with self.session() as s:
+            ran = s.scalars(select(SyncRun.workspace_id).where(
+                SyncRun.kind == "full", SyncRun.trigger.like("webhook%")).order_by(SyncRun.id))
+            out = [f"sync-{w}" for w in ran]
+            for lane in s.scalars(select(WorkLane.lane).where(WorkLane.full_sync_due_at.is_not(None))):
+                provider, org_id = lanes.parse_lane(lane)
+                ws = store.get_provider_workspace(s, provider, org_id) if org_id is not None else None
+                if ws is not None:
+                    out.append(f"sync-{ws.id}")
+            return out
+
+    # The pipeline runs full syncs inside the lane's drain, not as jobs of
+    # their own; kept under its old name for the tests that count them.
+    sync_jobs = full_syncs
 
     # ------------------------------------------------------------ store
 
