@@ -43,7 +43,7 @@ from sqlalchemy import func, select
 from models import deliveries, lanes, store
 from models.deliveries import Claimed
 from models.lanes import FullSyncRequest
-from models.tables import RosterEntry, Workspace, as_utc, utcnow
+from models.tables import Activity, RosterEntry, Workspace, as_utc, utcnow
 from sync import events, members, orgs
 from sync.context import SyncContext
 from sync.errors import RateLimited, TransientProviderError
@@ -239,7 +239,10 @@ class Drain:
                 else:
                     self.queue.popleft()
                     self._single(head)
-                self._maybe_full_sync()
+                if not self.queue:
+                    # Structural events of one batch coalesce: the full syncs
+                    # they owe the org run once, after them.
+                    self._maybe_full_sync()
         except _Stop as stop:
             self._give_back(stop.due_at)
 
@@ -420,9 +423,13 @@ class Drain:
         summary = {k: run.get(k) for k in ("id", "kind", "result", "added", "removed", "changed", "api_calls")}
         with self.ctx.session() as s:
             if result == "ok":
+                # The change-feed entries the run made (capped: a listing that
+                # served a burst may have made thousands).
+                activity = list(s.scalars(select(Activity.seq).where(
+                    Activity.actor == f"sync:{run.get('id')}").order_by(Activity.seq).limit(100)))
                 n = deliveries.finish_processed(s, ids, self.holder, {
                     "result": "member_synced", "via": via, "workspace": run.get("workspace"),
-                    "hints": len(ids), "sync": summary})
+                    "hints": len(ids), "sync": summary, "activity": activity})
                 self._count(deliveries.PROCESSED, n)
             elif result == "skipped":
                 reason = run.get("error") or "the workspace cannot be synced now"

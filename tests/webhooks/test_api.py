@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from rq import Queue
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from models import deliveries, store
+from models import deliveries, lanes, store
 from models.tables import Delivery, SyncRun
 from tests.webhooks.conftest import MakeWorld, World
 from worker import queues
@@ -165,13 +165,22 @@ def test_resync_queues_one_sync_and_a_second_trigger_joins_it(api: World, acme: 
     resp = api.client.post("/v1/admin/resync", headers=admin(), json={"target": "acme"})
     assert resp.status_code == 202
     body = resp.get_json()
-    assert body == {"queued": [{"workspace": acme["ws"], "job": queues.sync_job_id(acme["ws"])}]}
+    [item] = body["queued"]
+    assert item["workspace"] == acme["ws"] and item["job"]
     again = api.client.post("/v1/admin/resync", headers=admin(), json={"target": acme["ws"], "force": True})
+    # The second trigger joins the waiting one (same wake-up), and makes it forced.
     assert again.status_code == 202 and again.get_json() == body
     q = Queue("sync", connection=api.redis)
     assert q.count == 1
-    job = q.jobs[0]
-    assert job.args[0] == acme["ws"] and job.meta["force"] is True
+    assert q.jobs[0].args == ("github:9001",)
+    with api.session() as s:
+        lane = lanes.get(s, "github:9001")
+        assert lane is not None and lane.full_sync_due_at is not None and lane.full_sync_force is True
+    api.drain()
+    with api.session() as s:
+        runs = s.scalars(select(SyncRun).where(SyncRun.workspace_id == acme["ws"], SyncRun.kind == "full")).all()
+        assert [(r.trigger, r.forced) for r in runs] == [("operator", True)]
+        assert lanes.get(s, "github:9001").full_sync_due_at is None  # type: ignore[union-attr]
 
 
 def test_resync_all_queues_every_active_provider_workspace(api: World, acme: dict[str, Any]) -> None:
@@ -208,11 +217,17 @@ def test_resync_of_a_workspace_that_cannot_sync_is_409(api: World, acme: dict[st
         assert resp.status_code == 409 and resp.get_json()["error"] == "invalid_state"
 
 
-def test_resync_with_redis_down_is_503_not_500(make_world: MakeWorld, down_fake_redis: Any) -> None:
+def test_resync_with_redis_down_is_still_owed_and_swept_later(
+    make_world: MakeWorld, down_fake_redis: Any
+) -> None:
     world = make_world(admin_tokens=(ADMIN,), redis=down_fake_redis)
     world.github_workspace(9001, "acme", installation_id=77)
     resp = world.client.post("/v1/admin/resync", headers=admin(), json={"target": "acme"})
-    assert resp.status_code == 503 and resp.get_json()["error"] == "queue_unavailable"
+    # The request is a due time in the database: nothing is lost with Redis.
+    assert resp.status_code == 202
+    assert resp.get_json()["queued"][0]["job"] is None
+    with world.session() as s:
+        assert lanes.lanes_with_due_full_sync(s) == ["github:9001"]
 
 
 # --------------------------------------------------------------------------- admin: status
@@ -225,7 +240,7 @@ def test_status_shows_last_syncs_held_syncs_deliveries_and_queues(api: World, ac
                       finished_at=now, added=3, removed=0, changed=1, api_calls=4))
         s.add(SyncRun(workspace_id=acme["ws"], kind="full", trigger="schedule", result="held", started_at=now,
                       finished_at=now, api_calls=2, error="would remove 9 of 10 members"))
-        for i, status in enumerate(["received", "queued", "failed", "processed", "deferred"]):
+        for i, status in enumerate(["received", "retrying", "failed", "processed", "deferred"]):
             deliveries.record_delivery(s, f"d{i}", "github", "organization", "member_added", "{}", "0" * 64,
                                        None, status=status)
     api.client.post("/v1/admin/resync", headers=admin(), json={"target": "acme"})
@@ -270,9 +285,12 @@ def test_replay_queues_a_failed_delivery(api: World) -> None:
     _delivery(api, "f1", "failed")
     resp = api.client.post("/v1/admin/deliveries/f1/replay", headers=admin())
     assert resp.status_code == 202
-    assert resp.get_json() == {"delivery": "f1", "status": "queued", "job": queues.delivery_job_id("f1")}
-    assert api.delivery("f1").status == "queued"  # type: ignore[union-attr]
-    assert Queue("webhooks", connection=api.redis).job_ids == [queues.delivery_job_id("f1")]
+    body = resp.get_json()
+    assert (body["delivery"], body["status"]) == ("f1", "queued") and body["job"]
+    d = api.delivery("f1")
+    assert d is not None and (d.status, d.attempts) == ("received", 0) and d.due_at is not None
+    q = Queue("webhooks", connection=api.redis)
+    assert [j.args for j in q.jobs] == [("github:9001",)]
 
 
 def test_replay_of_unknown_or_finished_deliveries(api: World) -> None:
@@ -343,7 +361,7 @@ def test_metrics_are_computed_from_shared_state(api: World, acme: dict[str, Any]
                       started_at=now - timedelta(seconds=3), finished_at=now, api_calls=7))
         deliveries.record_delivery(s, "m1", "github", "organization", "member_added", "{}", "0" * 64, None,
                                    status="processed")
-    queues.enqueue_full_sync(api.redis, acme["ws"], trigger="t")
+    queues.wake(api.redis, "github:9001", queue="sync")
     resp = api.client.get("/metrics")
     assert resp.status_code == 200 and resp.mimetype == "text/plain"
     text = resp.get_data(as_text=True)

@@ -264,8 +264,12 @@ def test_gitlab_member_event_for_a_subgroup_is_not_mirrored(world: World) -> Non
     world.server.gitlab.add_member(101, 64, "sub_user", 30)
     resp = world.post_gitlab("Member Hook", {"event_name": "user_add_to_group", "group_id": 101,
                                              "group_path": "team", "user_id": 64,
-                                             "user_username": "sub_user"})
-    assert resp.get_json()["status"] == "ignored"
+                                             "user_username": "sub_user"}, idempotency_key="sub-1")
+    # Intake is pure; the worker finds no top-level group 101 in the store.
+    assert resp.get_json()["status"] == "queued"
+    world.drain()
+    d = world.delivery("sub-1")
+    assert d is not None and d.status == "ignored" and "subgroup" in d.outcome["reason"]  # type: ignore[index]
     assert world.roster(ws) == {}
 
 
@@ -332,13 +336,14 @@ def test_rate_limited_delivery_is_deferred_and_raised(world: World, octo: str) -
     assert world.roster(octo) == {}
 
 
-def test_transient_error_marks_failed_and_raises_for_rq_to_retry(world: World, octo: str) -> None:
+def test_transient_error_makes_the_delivery_due_again(world: World, octo: str) -> None:
     _record(world, "tr", org_event("member_removed"))
     with pytest.raises(TransientProviderError):
         process_delivery(_ctx(world, TransientProviderError("GitHub answered 502")), "tr", ListEnqueuer())
     d = world.delivery("tr")
-    assert d is not None and d.status == "failed" and "502" in (d.error or "")
-    # The retry (RQ) runs it again and it can still succeed.
+    assert d is not None and d.status == "retrying" and "502" in (d.error or "")
+    assert d.due_at is not None and d.leased_until is None
+    # The retry runs it again and it can still succeed.
     world.server.github.add_member(ORG_ID, *ALICE, "member")
     ctx = SyncContext(world.runtime.session_factory, world.runtime.settings,
                       provider_for=_real_provider(world))
