@@ -70,10 +70,10 @@ class Env:
         return self.runtime.session()
 
     def drain(self) -> None:
-        """Run every due job: a real RQ worker, burst mode, with its scheduler
-        (which first moves due scheduled jobs and retries onto the queues)."""
-        SimpleWorker(all_queues(self.redis), connection=self.redis).work(
-            burst=True, with_scheduler=True, logging_level="WARNING")
+        """Run every queued job: a real RQ worker in burst mode. No RQ
+        scheduler: retries and deferrals are due times in the database, which
+        the sweep turns into wake-ups."""
+        SimpleWorker(all_queues(self.redis), connection=self.redis).work(burst=True, logging_level="WARNING")
 
     def add_org(self, login: str = "acme", members: int = 3) -> str:
         self.server.github.add_org(ORG_ID, login, installation_id=INSTALLATION)
@@ -98,7 +98,8 @@ class Env:
         delivery_id = delivery_id or f"d-{uid}-{action}-{time.monotonic_ns()}"
         with self.session() as s:
             deliveries.record_delivery(s, delivery_id, "github", "organization", action, text,
-                                       hashlib.sha256(text.encode()).hexdigest(), f"github:{ORG_ID}")
+                                       hashlib.sha256(text.encode()).hexdigest(), f"github:{ORG_ID}",
+                                       hint_user_id=uid)
         return delivery_id
 
     def delivery(self, delivery_id: str) -> dict[str, Any]:

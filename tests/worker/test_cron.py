@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from rq.registry import ScheduledJobRegistry
 
 from models import store
 from tests.worker.conftest import Env
@@ -21,7 +20,6 @@ from worker.cron import (
     resync_offset,
     resync_slots,
 )
-from worker.queues import fetch_job
 
 
 def test_cron_registers_the_periodic_jobs(env: Env) -> None:
@@ -32,15 +30,18 @@ def test_cron_registers_the_periodic_jobs(env: Env) -> None:
     assert registered["schedule_resyncs"].interval == min(RESYNC_TICK, env.runtime.settings.resync_interval)
     assert registered["sweep"].interval == SWEEP_EVERY == 60
     assert registered["prune"].cron == PRUNE_CRON
-    assert {j.queue_name for j in registered.values()} == {"default"}
+    # The sweep is recovery: it must not wait behind the backlog it recovers.
+    assert registered["sweep"].queue_name == "webhooks"
+    assert {registered["schedule_resyncs"].queue_name, registered["prune"].queue_name} == {"default"}
 
     # The first pass enqueues the interval jobs at once (the prune waits for 03:17).
     enqueued = scheduler.enqueue_jobs()
     assert {j.name for j in enqueued} == {"schedule_resyncs", "sweep"}
     from rq import Queue
 
-    funcs = sorted(j.func_name for j in Queue("default", connection=env.redis).get_jobs())
-    assert funcs == ["worker.jobs.schedule_resyncs", "worker.jobs.sweep"]
+    assert [j.func_name for j in Queue("default", connection=env.redis).get_jobs()] == [
+        "worker.jobs.schedule_resyncs"]
+    assert [j.func_name for j in Queue("webhooks", connection=env.redis).get_jobs()] == ["worker.jobs.sweep"]
 
 
 @pytest.mark.parametrize("interval", [60, 3600, 21600])
@@ -61,6 +62,24 @@ def test_resync_slots_are_distinct_and_inside_the_interval(interval: int) -> Non
     assert sorted(w for w, _ in slots) == sorted(ids)  # each exactly once per cycle
     assert all(start <= t < start + interval for _, t in slots)
     assert all((t - resync_offset(w, interval)) % interval == 0 for w, t in slots)
+
+
+def _owed(env: Env) -> dict[str, tuple[datetime, str]]:
+    """Workspace id -> (due time, trigger) of every full sync owed in the database."""
+    from sqlalchemy import select
+
+    from models import lanes
+    from models.tables import WorkLane, as_utc
+
+    out: dict[str, tuple[datetime, str]] = {}
+    with env.session() as s:
+        for row in s.scalars(select(WorkLane).where(WorkLane.full_sync_due_at.is_not(None))):
+            provider, org_id = lanes.parse_lane(row.lane)
+            assert org_id is not None
+            ws = store.get_provider_workspace(s, provider, org_id)
+            assert ws is not None
+            out[ws.id] = (as_utc(row.full_sync_due_at), row.full_sync_trigger)  # type: ignore[assignment]
+    return out
 
 
 def _workspaces(env: Env, n: int) -> list[str]:
@@ -86,16 +105,10 @@ def test_schedule_resyncs_spreads_every_org_over_one_interval(env: Env) -> None:
     while t <= t0 + interval - 2 * RESYNC_TICK:
         total += jobs.schedule_resyncs(now=t)
         t += RESYNC_TICK
-    registry = ScheduledJobRegistry("sync", connection=env.redis)
-    job_ids = registry.get_job_ids()
-    assert total == len(job_ids) == len(ids)  # each org once; the disconnected one not at all
-    times = {}
-    for job_id in job_ids:
-        job = fetch_job(env.redis, job_id)
-        assert job is not None
-        ws_id = job.args[0]
-        times[ws_id] = registry.get_scheduled_time(job_id).timestamp()
-        assert job.args[1] == "schedule"
+    owed = _owed(env)
+    assert total == len(owed) == len(ids)  # each org once; the disconnected one not at all
+    times = {ws_id: at.timestamp() for ws_id, (at, trigger) in owed.items()}
+    assert {trigger for _, trigger in owed.values()} == {"schedule"}
     assert set(times) == set(ids)
     jitter = resync_jitter(interval)
     for ws_id, at in times.items():
@@ -113,8 +126,7 @@ def test_schedule_resyncs_does_not_double_schedule_or_stampede(env: Env) -> None
     first = jobs.schedule_resyncs(now=t0)
     # Cron restarted and ran the job again at once: the window is already covered.
     assert jobs.schedule_resyncs(now=t0) == 0
-    registry = ScheduledJobRegistry("sync", connection=env.redis)
-    assert registry.count == first
+    assert len(_owed(env)) == first
 
     # After an outage longer than the interval, scheduling restarts from now:
     # only the orgs whose slot is in the next window, not all twenty at once.

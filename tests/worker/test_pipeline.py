@@ -1,0 +1,334 @@
+"""The work pipeline (SPEC section 7): the deliveries table holds the work,
+RQ only runs wake-ups of lanes.
+
+Drains run through real RQ workers (burst mode) over fakeredis and real
+Redis, on SQLite and PostgreSQL where it matters. Outcomes are what an
+operator sees: delivery statuses, attempts, due times, sync runs, rosters,
+and the requests the fake provider received. Time passing is simulated by
+moving due times and leases into the past, never by sleeping.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from rq import Queue
+from sqlalchemy import select, update
+
+from models import deliveries, lanes
+from models.tables import Delivery, SyncRun, WorkLane, utcnow
+from sync import batch
+from sync.context import build_sync_context
+from tests.worker.conftest import ORG_ID, Env
+from worker import jobs, queues
+
+LANE = f"github:{ORG_ID}"
+
+
+def _wake(env: Env) -> None:
+    queues.wake(env.redis, LANE, force=True)
+
+
+def _time_passes(env: Env) -> None:
+    """Every due time and lease of the lane is now in the past."""
+    past = utcnow() - timedelta(seconds=1)
+    with env.session() as s:
+        s.execute(update(Delivery).where(Delivery.org_key == LANE, Delivery.due_at.is_not(None))
+                  .values(due_at=past))
+        s.execute(update(Delivery).where(Delivery.org_key == LANE, Delivery.leased_until.is_not(None))
+                  .values(leased_until=past))
+        s.execute(update(WorkLane).where(WorkLane.lane == LANE, WorkLane.leased_until.is_not(None))
+                  .values(leased_until=past))
+        s.execute(update(WorkLane).where(WorkLane.lane == LANE, WorkLane.full_sync_due_at.is_not(None))
+                  .values(full_sync_due_at=past))
+
+
+def _roster(env: Env) -> dict[int, str]:
+    from models.tables import RosterEntry
+
+    with env.session() as s:
+        return {r.provider_user_id: r.role for r in s.scalars(
+            select(RosterEntry).where(RosterEntry.workspace_id == env.workspace_id))}
+
+
+def _statuses(env: Env, ids: list[str]) -> list[tuple[str, int]]:
+    return [(env.delivery(d)["status"], env.delivery(d)["attempts"]) for d in ids]
+
+
+# --------------------------------------------------------------------------- draining
+
+
+def test_one_wake_up_drains_the_lane_in_one_batch_with_hints_merged(env_all_db: Env) -> None:
+    env = env_all_db
+    env.add_org(members=3)
+    for uid in (10, 11):
+        env.server.github.add_member(ORG_ID, uid, f"user{uid}", "member")
+    ids = [env.record_member_event(10), env.record_member_event(11), env.record_member_event(10)]
+    _wake(env)
+    _wake(env)  # a doubled wake-up costs nothing: the second finds nothing due
+    env.server.github.reset_log()
+    env.drain()
+    assert _statuses(env, ids) == [("processed", 1)] * 3
+    assert set(_roster(env)) == {10, 11}
+    # Merged by user id: two distinct members, two membership reads (plus the
+    # installation token), not three.
+    assert env.server.github.count("/memberships/") == 2
+    member_runs = env.runs("member")
+    assert len(member_runs) == 1 and member_runs[0]["details"]["members"] == 2
+
+
+def test_a_burst_beyond_the_listing_cost_is_served_by_one_full_listing(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch, "SETTLE", 0.0)
+    env.add_org(members=3)
+    uids = list(range(100, 140))
+    for uid in uids:
+        env.server.github.add_member(ORG_ID, uid, f"user{uid}", "member")
+    ids = [env.record_member_event(uid) for uid in uids]
+    _wake(env)
+    env.server.github.reset_log()
+    env.drain()
+    assert {s for s, _ in _statuses(env, ids)} == {"processed"}
+    assert set(_roster(env)) == {1, 2, 3, *uids}
+    # 40 hints on an org of 43: one listing (admins + members pages, the org
+    # read) instead of 40 single reads.
+    assert env.server.github.count("/memberships/") == 0
+    assert env.server.github.count("/members") <= 3
+    assert env.runs("full")[-1]["trigger"].startswith("webhooks:40 hints")
+    assert env.delivery(ids[0])["outcome"]["via"] == "full_sync"
+
+
+def test_the_read_budget_holds_for_a_burst_cut_into_many_small_batches(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of 2 (each well under the listing cost) must not add up to one
+    # single read per hint: the lane counts the reads of its burst.
+    monkeypatch.setattr(batch, "CLAIM_LIMIT", 2)
+    monkeypatch.setattr(batch, "SETTLE", 0.0)
+    env.add_org(members=3)
+    uids = list(range(200, 230))
+    for uid in uids:
+        env.server.github.add_member(ORG_ID, uid, f"user{uid}", "member")
+    ids = []
+    env.server.github.reset_log()
+    for uid in uids:
+        ids.append(env.record_member_event(uid))
+        with env.session() as s:
+            s.execute(update(Delivery).where(Delivery.id == ids[-1]).values(due_at=utcnow()))
+        # One delivery at a time, each drained before the next arrives.
+        ctx = build_sync_context(env.runtime.settings, env.runtime.session_factory)
+        batch.Drain(ctx, LANE, "test-holder", clear_wake=lambda: None, wake=lambda lane: None,
+                    claim_limit=2).run()
+    assert {s for s, _ in _statuses(env, ids)} == {"processed"}
+    assert set(_roster(env)) >= set(uids)
+    listing_cost = 1 + batch.HINT_CONSTANT  # ⌈N/100⌉ + c for a roster under 100
+    single_reads = env.server.github.count("/memberships/")
+    assert single_reads <= listing_cost
+    # Past the budget, each later hint costs at most one cheap listing.
+    assert env.server.github.request_count <= single_reads + (len(uids) - single_reads) * 4 + 4
+
+
+def test_hints_are_applied_in_the_order_received(env: Env) -> None:
+    env.add_org(members=3)
+    env.server.github.add_member(ORG_ID, 50, "user50", "member")
+    first = env.record_member_event(50, action="member_added")
+    env.server.github.remove_member(ORG_ID, 50)
+    second = env.record_member_event(50, action="member_removed")
+    _wake(env)
+    env.drain()
+    # The provider's answer decides, read once for both hints.
+    assert _statuses(env, [first, second]) == [("processed", 1), ("processed", 1)]
+    assert 50 not in _roster(env)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_a_transient_error_makes_the_batch_due_again_and_the_sweep_retries_it(env: Env) -> None:
+    env.add_org(members=3)
+    env.server.github.add_member(ORG_ID, 7, "user7", "member")
+    d = env.record_member_event(7)
+    env.server.github.fail("/memberships/", 502, times=1)
+    _wake(env)
+    env.drain()
+    row = env.delivery(d)
+    assert (row["status"], row["attempts"]) == ("retrying", 1) and "502" in row["error"]
+    assert row["due_at"] is not None and 7 not in _roster(env)
+    # Not due yet: the sweep leaves it alone.
+    assert jobs.sweep()["woken"] == 0
+    _time_passes(env)
+    assert jobs.sweep()["woken"] == 1
+    env.drain()
+    assert _statuses(env, [d]) == [("processed", 2)]
+    assert 7 in _roster(env)
+
+
+def test_a_delivery_that_keeps_failing_is_marked_failed_and_can_be_replayed(env: Env) -> None:
+    env.add_org(members=3)
+    env.server.github.add_member(ORG_ID, 8, "user8", "member")
+    d = env.record_member_event(8)
+    env.server.github.fail("/memberships/", 502, times=None)
+    for _ in range(batch.MAX_ATTEMPTS):
+        _time_passes(env)
+        jobs.sweep()
+        env.drain()
+    row = env.delivery(d)
+    assert (row["status"], row["attempts"]) == ("failed", batch.MAX_ATTEMPTS)
+    assert "gave up" in row["error"]
+    assert jobs.sweep()["woken"] == 0  # failed is finished for the sweep
+    env.server.github.clear_faults()
+    with env.session() as s:
+        result = queues.replay_delivery(s, env.redis, d)
+    assert result["status"] == "queued"
+    env.drain()
+    assert _statuses(env, [d]) == [("processed", 1)]
+
+
+def test_a_rate_limited_batch_is_deferred_to_the_reset_and_removes_nothing(env: Env) -> None:
+    import time
+
+    env.add_org(members=3)
+    with env.session() as s:
+        # The stored roster has user 3; the provider still lists them.
+        from models import store
+
+        ws = store.get_workspace(s, env.workspace_id)
+        store.apply_roster_changes(s, ws, adds=[store.RosterRow(3, "user3", "member")], actor="test")
+    env.server.github.remove_member(ORG_ID, 2)
+    d = env.record_member_event(2, action="member_removed")
+    reset = int(time.time()) + 600
+    env.server.github.rate_limit("primary", reset=reset, path_contains="/memberships/")
+    _wake(env)
+    env.drain()
+    row = env.delivery(d)
+    assert row["status"] == "deferred" and row["attempts"] == 0  # not a failure, not an attempt
+    assert abs(__import__("datetime").datetime.fromisoformat(row["due_at"]).timestamp() - reset) < 2
+    assert 3 in _roster(env)
+    _time_passes(env)
+    jobs.sweep()
+    env.drain()
+    assert _statuses(env, [d]) == [("processed", 1)]
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def test_a_killed_workers_batch_is_claimed_again_after_its_lease(env_all_db: Env) -> None:
+    env = env_all_db
+    env.add_org(members=3)
+    env.server.github.add_member(ORG_ID, 9, "user9", "member")
+    d = env.record_member_event(9)
+    # A worker claims the batch, then dies (no release, no heartbeat).
+    with env.session() as s:
+        assert lanes.acquire(s, LANE, "dead-worker", batch.LEASE)
+        [claimed] = deliveries.claim_due(s, LANE, "dead-worker", batch.LEASE)
+    assert claimed.id == d
+    # While the lease holds, nobody else takes it, and the sweep leaves it.
+    _wake(env)
+    env.drain()
+    assert env.delivery(d)["status"] == "processing"
+    assert jobs.sweep()["woken"] == 0
+    _time_passes(env)  # the lease runs out
+    assert jobs.sweep()["woken"] == 1
+    env.drain()
+    assert _statuses(env, [d]) == [("processed", 2)]
+    assert 9 in _roster(env)
+
+
+def test_a_drain_that_finds_the_lane_held_leaves_it_to_the_holder(env: Env) -> None:
+    env.add_org(members=3)
+    with env.session() as s:
+        assert lanes.acquire(s, LANE, "other", batch.LEASE)
+    ctx = build_sync_context(env.runtime.settings, env.runtime.session_factory)
+    report = batch.drain(ctx, LANE, "me", clear_wake=lambda: None, wake=lambda lane: None)
+    assert report.busy and report.claimed == 0
+
+
+@pytest.mark.postgres
+def test_two_workers_draining_one_org_never_apply_a_hint_twice(env_all_db: Env) -> None:
+    env = env_all_db
+    env.add_org(members=3)
+    uids = list(range(300, 320))
+    for uid in uids:
+        env.server.github.add_member(ORG_ID, uid, f"user{uid}", "member")
+    ids = [env.record_member_event(uid) for uid in uids]
+    ctx = build_sync_context(env.runtime.settings, env.runtime.session_factory)
+    reports: list[Any] = []
+
+    def worker(name: str) -> None:
+        for _ in range(5):
+            reports.append(batch.drain(ctx, LANE, name, clear_wake=lambda: None, wake=lambda lane: None))
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _statuses(env, ids) == [("processed", 1)] * len(ids)
+    assert sum(r.processed for r in reports) == len(ids)
+    from models.tables import Activity
+
+    with env.session() as s:
+        added = [a.details["provider_user_id"] for a in s.scalars(
+            select(Activity).where(Activity.action == "member.added"))]
+    # Each member added exactly once, whichever worker served which hint.
+    assert sorted(added) == sorted(set(added)) and set(uids) <= set(added)
+
+
+# --------------------------------------------------------------------------- full syncs owed
+
+
+def test_resync_requests_coalesce_and_a_trigger_during_a_sync_gets_one_more(env: Env) -> None:
+    env.add_org(members=3)
+    with env.session() as s:
+        first = queues.resync(s, env.redis, "acme")
+        again = queues.resync(s, env.redis, "acme", force=True)
+    assert first == again  # joined: the same wake-up
+    assert Queue("sync", connection=env.redis).count == 1
+
+    # A trigger that arrives while the sync runs owes the org one more sync.
+    real = batch.orgs.full_sync
+    calls: list[str] = []
+
+    def full_sync(ctx: Any, ws_id: str, **kw: Any) -> dict[str, Any]:
+        calls.append(kw["trigger"])
+        if len(calls) == 1:
+            with env.session() as s:
+                lanes.request_full_sync(s, LANE, trigger="late")
+        return real(ctx, ws_id, **kw)
+
+    batch.orgs.full_sync = full_sync  # type: ignore[assignment]
+    try:
+        env.drain()
+    finally:
+        batch.orgs.full_sync = real  # type: ignore[assignment]
+    assert calls == ["operator", "late"]
+    assert [r["forced"] for r in env.runs("full")] == [True, False]
+
+
+def test_the_sweep_closes_sync_runs_lost_with_their_worker(env: Env) -> None:
+    env.add_org(members=3)
+    with env.session() as s:
+        s.add(SyncRun(workspace_id=env.workspace_id, kind="full", trigger="t", result="running",
+                      started_at=utcnow() - timedelta(hours=1)))
+    assert jobs.sweep()["lost_runs"] == 1
+    assert env.runs("full")[0]["result"] == "lost"
+
+
+def test_a_delivery_arriving_as_a_drain_stops_rings_the_bell_again(env: Env) -> None:
+    env.add_org(members=3)
+    env.server.github.add_member(ORG_ID, 60, "user60", "member")
+    env.server.github.add_member(ORG_ID, 61, "user61", "member")
+    first = env.record_member_event(60)
+    _wake(env)
+    env.drain()
+    # The drain cleared the lane's flag: the next delivery's wake-up is queued.
+    assert queues.pending_wake(env.redis, LANE) is None
+    second = env.record_member_event(61)
+    assert queues.wake(env.redis, LANE) is not None
+    assert queues.wake(env.redis, LANE) is None  # pending: one round trip, nothing queued
+    env.drain()
+    assert _statuses(env, [first, second]) == [("processed", 1), ("processed", 1)]
