@@ -134,7 +134,8 @@ def test_errors_are_one_line_and_a_nonzero_exit(cli_env: dict[str, str], seeded:
 def test_resync_without_redis_runs_the_sync_in_process(cli_env: dict[str, str], seeded: dict[str, str]) -> None:
     result = run(cli_env, "resync", "acme", "--json")
     body = as_json(result)
-    assert body["queued"] == [{"workspace": seeded["ws"], "job": f"sync-{seeded['ws']}"}]
+    [queued] = body["queued"]
+    assert queued["workspace"] == seeded["ws"] and queued["job"].startswith("drain-")
     [done] = body["results"]
     assert done["state"] == "finished" and done["run"]["result"] == "ok" and done["run"]["added"] == 1
     assert "running the sync in this process" in result.stderr
