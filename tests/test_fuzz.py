@@ -69,7 +69,6 @@ from tests.fuzz_helpers import (
     seed,
 )
 from webhooks.observability import build_openapi
-from worker.queues import delivery_job_id
 
 SCALE = float(os.environ.get("ORGSYNC_FUZZ_SCALE", "1") or 1)
 
@@ -493,7 +492,7 @@ def _check_outcome(fa: FuzzApp, resp: Any, before: tuple[dict[str, int], str, di
         return
     assert status in (200, 202), (status, resp.data[:300])
     answer = resp.get_json()
-    assert set(answer) == {"delivery", "status"}, answer
+    assert {"delivery", "status"} <= set(answer) <= {"delivery", "status", "reason"}, answer
     delivery_id, outcome = answer["delivery"], answer["status"]
     counts_after = fa.counts()
     expected = dict(counts_before)
@@ -509,15 +508,15 @@ def _check_outcome(fa: FuzzApp, resp: Any, before: tuple[dict[str, int], str, di
         row = s.get(Delivery, delivery_id)
         assert row is not None, answer
         if outcome != "duplicate":
-            assert row.status in ("queued", "ignored"), row.status
+            assert row.status in ("received", "ignored"), row.status
     redis_after = fa.redis_state()
     queue_key = "rq:queue:webhooks"
     queued_before = redis_before.get(queue_key, ("list", 0))[1]
     queued_after = redis_after.get(queue_key, ("list", 0))[1]
     if outcome == "queued":
-        assert queued_after == queued_before + 1
-        jobs = [j.decode() for j in fa.redis.lrange(queue_key, 0, -1)]
-        assert jobs.count(delivery_job_id(delivery_id)) == 1, jobs
+        # One wake-up per lane: queued now, or already pending for the lane.
+        assert queued_before <= queued_after <= queued_before + 1
+        assert row.org_key and fa.redis.get(f"orgsync:wake:{row.org_key}") is not None
     else:
         assert queued_after == queued_before, (answer, queued_before, queued_after)
 

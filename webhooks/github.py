@@ -95,7 +95,9 @@ def accept(
     with structlog.contextvars.bound_contextvars(delivery=delivery_id, provider=provider, event=event,
                                                  action=action):
         intake = Intake("ignore", "ping") if ping else triage(provider, event, payload)
-        with rt.session() as s:
+        # One statement, committed on its own before we answer: the delivery
+        # is durable, and the row is all the work the pipeline needs.
+        with rt.autocommit_session() as s:
             if intake.decision == "check_installation":
                 # An event naming an installation that only the store can
                 # judge: an unknown org installation is adopted (SPEC section
