@@ -9,7 +9,7 @@ Jobs:
 - ``schedule_resyncs`` every RESYNC_TICK seconds (``default``): owes each org
   whose slot falls in the coming window its full resync (a due time in the
   database);
-- ``sweep`` every minute (``webhooks``, the first queue): wakes every lane
+- ``sweep`` every 30 s (``webhooks``, the first queue): wakes every lane
   with due or orphaned work;
 - ``prune`` daily at 03:17 UTC (``default``).
 
@@ -31,7 +31,9 @@ from rq.cron import CronJob, CronScheduler
 from models.config import Settings
 
 RESYNC_TICK = 60
-SWEEP_EVERY = 60
+# Retries (first after 5 s) and deferrals fire at the next sweep: half a minute
+# keeps a retried delivery well within a minute, for one indexed query.
+SWEEP_EVERY = 30
 PRUNE_CRON = "17 3 * * *"
 # Periodic jobs' own results are of no interest; failures are kept a day.
 _JOB_OPTIONS = {"result_ttl": 300, "failure_ttl": 86400}

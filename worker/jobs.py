@@ -5,7 +5,7 @@ later, after the state it was queued for has changed).
 - ``drain_lane``: wake-up of one lane (an org): drain its due deliveries and
   the full sync it is owed, under the lane's lease (sync.batch). Queues
   ``webhooks`` and ``sync``.
-- ``sweep``: every minute, wake every lane with due or orphaned work (retries,
+- ``sweep``: every 30 s, wake every lane with due or orphaned work (retries,
   rate-limit deferrals, a killed worker's expired leases, deliveries whose
   wake-up Redis lost). Queue ``webhooks``: recovery must not wait behind the
   backlog it recovers.
@@ -45,7 +45,7 @@ from worker.runtime import Runtime, get_runtime
 
 log = get_logger("orgsync.jobs")
 
-# One sweep wakes at most this many lanes (it runs every minute).
+# One sweep wakes at most this many lanes (it runs every 30 s).
 SWEEP_MAX_LANES = 2000
 PRUNE_AFTER = timedelta(days=30)
 # A sync run still "running" this long after it started, on a lane nobody

@@ -29,15 +29,9 @@ ARGS = [
     "--clients", "3",
     "--redis-down", "5",
     "--redis-at", "0.4",
-    # No worker is killed here: recovering a killed worker's delivery waits
-    # for RQ to let the job go and, if RQ schedules a retry, for another
-    # worker's scheduler to take over, which took longer than this run can
-    # wait in two of three CI runs. The full bench/chaos.py run kills one.
-    "--kill-at", "0",
-    # A delivery whose worker was killed mid-job is re-queued by the minute's
-    # sweep once RQ has let the job go, at the latest when it has been
-    # processing longer than the job timeout (300 s): up to ~7 minutes after
-    # the kill, which itself comes about two minutes in.
+    # A worker is SIGKILLed while its drain holds deliveries under its lease:
+    # the lease (60 s) runs out and the minute's sweep wakes the lane again.
+    "--kill-at", "0.5",
     "--budget", "600",
     "--wait-limit", "600",
     "--seed", "20240601",

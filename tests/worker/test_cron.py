@@ -28,7 +28,7 @@ def test_cron_registers_the_periodic_jobs(env: Env) -> None:
     assert set(registered) == {"schedule_resyncs", "sweep", "prune"}
     assert registered["schedule_resyncs"].func_name == "worker.jobs.schedule_resyncs"
     assert registered["schedule_resyncs"].interval == min(RESYNC_TICK, env.runtime.settings.resync_interval)
-    assert registered["sweep"].interval == SWEEP_EVERY == 60
+    assert registered["sweep"].interval == SWEEP_EVERY == 30
     assert registered["prune"].cron == PRUNE_CRON
     # The sweep is recovery: it must not wait behind the backlog it recovers.
     assert registered["sweep"].queue_name == "webhooks"
