@@ -67,7 +67,7 @@ def post(port: int, payload: dict[str, object]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--simple", action="store_true", help="run the worker without a fork per job (--simple)")
+    parser.add_argument("--fork", action="store_true", help="run the worker with a fork per job (--fork)")
     args = parser.parse_args()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -104,7 +104,7 @@ def main() -> None:
                 [str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
                  "--log-level", "warning", "webhooks.app:create_app()"],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            procs.append(subprocess.Popen([str(bin_dir / "orgsync"), "worker", *(["--simple"] if args.simple else [])], cwd=ROOT, env=env,
+            procs.append(subprocess.Popen([str(bin_dir / "orgsync"), "worker", *(["--fork"] if args.fork else [])], cwd=ROOT, env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             wait_up(port, "/readyz")
 
@@ -158,7 +158,7 @@ def main() -> None:
         c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     eng.dispose()
     print(f"machine: {machine()}")
-    mode = "orgsync worker --simple" if args.simple else "orgsync worker"
+    mode = "orgsync worker --fork" if args.fork else "orgsync worker"
     print(f"gunicorn --workers 2 + 1 {mode}, PostgreSQL and Redis, fake GitHub on loopback; n={args.n}")
     print(f"webhook-to-store latency: {describe_latencies(lat)}")
     print(f"  of which: recorded -> job started {describe_latencies(pickup)}")
