@@ -724,10 +724,12 @@ class Chaos:
                     if job_id and job_id.startswith("drain-"):
                         # A lane's drain: kill it while it holds deliveries
                         # under its lease (their holder names the worker's pid).
-                        rows = self.q("SELECT id, status FROM deliveries WHERE status = 'processing' "
-                                      "AND holder LIKE :h LIMIT 1", h=f"%:{proc.pid}:%")
-                        if rows:
-                            delivery, status = rows[0]
+                        rows = self.q("SELECT id, status, holder FROM deliveries WHERE status = 'processing'")
+                        for d_id, d_status, holder in rows:
+                            parts = (holder or "").split(":")
+                            if len(parts) >= 3 and parts[-2].isdigit() and int(parts[-2]) in tree:
+                                delivery, status = d_id, d_status
+                                break
                 except Exception as exc:  # noqa: BLE001 - keep looking
                     say(f"could not read the busy worker's job: {type(exc).__name__}: {exc}")
                     delivery = None

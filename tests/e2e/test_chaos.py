@@ -32,6 +32,9 @@ ARGS = [
     # A worker is SIGKILLed while its drain holds deliveries under its lease:
     # the lease (60 s) runs out and the minute's sweep wakes the lane again.
     "--kill-at", "0.5",
+    # Each provider answer takes 20 ms, so a drain holds its rows long enough
+    # to be caught (and killed) mid-batch.
+    "--provider-latency", "0.02",
     "--budget", "600",
     "--wait-limit", "600",
     "--seed", "20240601",
