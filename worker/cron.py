@@ -9,6 +9,8 @@ Jobs (all on the ``default`` queue):
 - ``schedule_resyncs`` every RESYNC_TICK seconds: schedules (``enqueue_at``)
   the full resyncs whose slot falls in the coming window;
 - ``sweep`` every minute;
+- ``reconcile_installations`` every RECONCILE_EVERY (10 minutes): a missed
+  GitHub installation webhook heals within one period;
 - ``prune`` daily at 03:17 UTC.
 
 Spreading the resyncs: each workspace has a fixed slot in the interval,
@@ -27,10 +29,12 @@ import redis
 from rq.cron import CronJob, CronScheduler
 
 from models.config import Settings
+from sync.installations import RECONCILE_EVERY as RECONCILE_PERIOD
 
 RESYNC_TICK = 60
 SWEEP_EVERY = 60
 PRUNE_CRON = "17 3 * * *"
+RECONCILE_EVERY = int(RECONCILE_PERIOD.total_seconds())
 # Periodic jobs' own results are of no interest; failures are kept a day.
 _JOB_OPTIONS = {"result_ttl": 300, "failure_ttl": 86400}
 
@@ -69,6 +73,9 @@ def register_jobs(scheduler: CronScheduler, settings: Settings) -> list[CronJob]
                            name="sweep", **_JOB_OPTIONS),  # type: ignore[arg-type]
         scheduler.register(jobs.prune, "default", cron=PRUNE_CRON, job_timeout=1800,
                            name="prune", **_JOB_OPTIONS),  # type: ignore[arg-type]
+        scheduler.register(jobs.reconcile_installations, "default", interval=RECONCILE_EVERY,
+                           job_timeout=600, name="reconcile_installations",
+                           **_JOB_OPTIONS),  # type: ignore[arg-type]
     ]
 
 

@@ -4,8 +4,8 @@ later, after the state it was queued for has changed).
 
 - ``process_delivery``: one recorded webhook delivery (queue ``webhooks``).
 - ``sync_org``: one full org sync, never two at once for an org (``sync``).
-- ``schedule_resyncs``, ``sweep``, ``prune``: periodic (``default``), enqueued
-  by ``orgsync cron`` (worker/cron.py).
+- ``schedule_resyncs``, ``sweep``, ``prune``, ``reconcile_installations``:
+  periodic (``default``), enqueued by ``orgsync cron`` (worker/cron.py).
 """
 from __future__ import annotations
 
@@ -359,6 +359,25 @@ def prune() -> int:
         n = dstore.prune_processed(s, PRUNE_AFTER)
     log.info("deliveries pruned", count=n)
     return n
+
+
+def reconcile_installations() -> dict[str, Any]:
+    """Periodic: adopt GitHub App installations whose webhook never arrived
+    and disconnect, once verified, the ones that are gone (sync/installations.py).
+    A rate limit or an unreachable GitHub just waits for the next period."""
+    from sync.installations import reconcile_installations as reconcile
+
+    rt = get_runtime()
+    if not (rt.settings.github_app_id and rt.settings.github_app_private_key):
+        return {"result": "skipped", "reason": "no GitHub App configured"}
+    with log_context(job_id=_job_id()):
+        try:
+            result = reconcile(sync_context(), RqEnqueuer(rt.redis))
+        except RateLimited as exc:
+            log.info("installation reconciliation rate limited", until=exc.reset_at.isoformat())
+            return {"result": "rate_limited", "at": exc.reset_at.isoformat()}
+        log.info("installations reconciled", **{k: v for k, v in result.items() if not isinstance(v, list)})
+        return {"result": "ok", **result}
 
 
 def warm_up(rt: Runtime) -> None:

@@ -278,6 +278,7 @@ def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any
     """What operators look at: provider workspaces with their last full
     sync, held syncs, deliveries pending and failed, queue depths."""
     from models import deliveries, queries, store
+    from models.tables import as_utc
 
     runs = queries.last_full_runs(session)
     workspaces = []
@@ -287,7 +288,10 @@ def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any
         last = store.sync_run_to_dict(run) if run is not None else None
         if last is not None:
             last["at"] = last["finished_at"] or last["started_at"]
-        item = {**store.workspace_to_dict(ws), "link_error": ws.link_error, "last_sync": last}
+        checked = as_utc(ws.installation_checked_at)
+        item = {**store.workspace_to_dict(ws), "link_error": ws.link_error, "last_sync": last,
+                "installation_id": ws.installation_id,
+                "installation_checked_at": checked.isoformat() if checked else None}
         workspaces.append(item)
         if run is not None and run.result == "held":
             held.append({"workspace": ws.id, "name": ws.name, "run": run.id, "reason": run.error})
