@@ -516,7 +516,8 @@ def test_get_org_and_not_found(gh_http: responses.RequestsMock, gh_provider: Git
 
 
 def test_find_installation(gh_http: responses.RequestsMock, gh_provider: GitHubProvider) -> None:
-    gh_http.get(f"{WIRE}/orgs/acme/installation", json={"id": 31337, "target_type": "Organization"})
+    gh_http.get(f"{WIRE}/orgs/acme/installation", json={"id": 31337, "target_type": "Organization",
+                                                         "account": {"id": 7, "login": "acme"}})
     gh_http.get(f"{WIRE}/orgs/nobody/installation", json=NOT_FOUND, status=404)
     assert gh_provider.find_installation("acme") == 31337
     assert gh_provider.find_installation("nobody") is None

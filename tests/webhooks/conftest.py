@@ -106,6 +106,11 @@ class World:
         """Run every queued delivery job once, in this process (burst)."""
         SimpleWorker([self.queue("webhooks")], connection=self.redis).work(burst=True)
 
+    def drain_all(self) -> None:
+        """Deliveries, then the full syncs they queued (burst, in this process)."""
+        self.drain()
+        SimpleWorker([self.queue("sync")], connection=self.redis).work(burst=True)
+
     def sync_jobs(self) -> list[str]:
         return list(self.queue("sync").get_job_ids())
 
