@@ -9,7 +9,7 @@ Jobs (all on the ``default`` queue):
 - ``schedule_resyncs`` every RESYNC_TICK seconds: schedules (``enqueue_at``)
   the full resyncs whose slot falls in the coming window;
 - ``sweep`` every minute;
-- ``reconcile_installations`` every RECONCILE_EVERY (10 minutes): a missed
+- ``reconcile_installations`` every RECONCILE_EVERY (a minute): a missed
   GitHub installation webhook heals within one period;
 - ``prune`` daily at 03:17 UTC.
 
@@ -74,7 +74,7 @@ def register_jobs(scheduler: CronScheduler, settings: Settings) -> list[CronJob]
         scheduler.register(jobs.prune, "default", cron=PRUNE_CRON, job_timeout=1800,
                            name="prune", **_JOB_OPTIONS),  # type: ignore[arg-type]
         scheduler.register(jobs.reconcile_installations, "default", interval=RECONCILE_EVERY,
-                           job_timeout=600, name="reconcile_installations",
+                           job_timeout=300, name="reconcile_installations",
                            **_JOB_OPTIONS),  # type: ignore[arg-type]
     ]
 

@@ -30,7 +30,7 @@ def test_cron_registers_the_periodic_jobs(env: Env) -> None:
     registered = {j.name: j for j in scheduler.get_jobs()}
     assert set(registered) == {"schedule_resyncs", "sweep", "prune", "reconcile_installations"}
     assert registered["reconcile_installations"].func_name == "worker.jobs.reconcile_installations"
-    assert registered["reconcile_installations"].interval == RECONCILE_EVERY == 600
+    assert registered["reconcile_installations"].interval == RECONCILE_EVERY == 60
     assert registered["schedule_resyncs"].func_name == "worker.jobs.schedule_resyncs"
     assert registered["schedule_resyncs"].interval == min(RESYNC_TICK, env.runtime.settings.resync_interval)
     assert registered["sweep"].interval == SWEEP_EVERY == 60
