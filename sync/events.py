@@ -611,8 +611,10 @@ def _process_gitlab(
         # again, it is back (reconnected, fully synced); if not, nothing.
         try:
             installations.reconnect_workspace(ctx, ws_id, actor=actor, enqueue=enqueue)
-        except ProviderSaysGone:
-            pass
+        except (RateLimited, TransientProviderError):
+            raise
+        except (ProviderSaysGone, ProviderError):
+            pass  # still gone, or not readable with our token: stays disconnected
         else:
             status = "active"
     if name in GITLAB_MEMBER:

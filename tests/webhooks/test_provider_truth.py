@@ -290,12 +290,21 @@ def test_reconnect_after_reinstall_restores_the_roster(w: World) -> None:
     assert "workspace.reconnected" in _activity(w, ws_id)
 
 
-@pytest.mark.parametrize(("path", "status", "error"), [
-    ("/v1/admin/workspaces/nope/reconnect", 404, "workspace_not_found"),
+@pytest.mark.parametrize(("ref", "status", "error"), [
+    ("nope", 404, "workspace_not_found"),
+    ("dana", 409, "invalid_state"),  # a personal workspace has no provider org
+    ("team-x", 409, "invalid_state"),  # nor has a managed one
+    ("github:does-not-exist", 404, "workspace_not_found"),
 ])
-def test_reconnect_bad_references_are_clear_errors(w: World, path: str, status: int, error: str) -> None:
-    resp = _admin(w, "POST", path)
+def test_reconnect_bad_references_are_clear_errors(w: World, ref: str, status: int, error: str) -> None:
+    with w.session() as s:
+        user = store.create_user(s, "dana")
+        store.create_managed_workspace(s, "team-x", user)
+    before = w.counts()
+    resp = _admin(w, "POST", f"/v1/admin/workspaces/{ref}/reconnect")
     assert (resp.status_code, resp.get_json()["error"]) == (status, error)
+    assert w.counts() == before
+    assert w.server.github.request_count == 0
 
 
 def test_reconnect_needs_the_admin_token(w: World) -> None:
