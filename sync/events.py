@@ -17,7 +17,7 @@ Routing (SPEC section 6)::
                                     → (unsuspend, reconnect) + full sync
       installation.deleted          → disconnect, once GitHub reports no
                                       installation on the org
-      installation.suspend          → suspend
+      installation.suspend          → suspend, once GitHub reports it suspended
       installation_target.renamed   → rename + full sync
       organization.renamed          → rename + full sync
       organization.deleted          → disconnect, once GitHub answers 404
@@ -455,12 +455,18 @@ def _process_github(
                         "reason": "disconnected by an operator; an operator reconnects it"}
             # Reinstalled after an uninstall: reconnect once GitHub confirms.
             return _reconnect(ctx, ws_id, "installation.created", actor, enqueue)
+    if key == ("installation", "suspend"):
+        verdict = installations.verify_suspended(ctx, ws_id)
+        with ctx.session() as s:
+            ws = lock_workspace(s, ws_id)
+            if not verdict.confirmed:
+                return {**installations.record_contradiction(
+                    s, ws_id, actor=actor, hint="installation.suspend", verdict=verdict, subject=ws.name), **hint}
+            changed = store.suspend(s, ws, actor=actor)
+            return {"result": "suspended" if changed else "unchanged", "workspace": ws_id, **hint}
     with ctx.session() as s:
         ws = lock_workspace(s, ws_id)
         changed = False
-        if key == ("installation", "suspend"):
-            changed = store.suspend(s, ws, actor=actor)
-            return {"result": "suspended" if changed else "unchanged", "workspace": ws_id, **hint}
         if key == ("installation", "unsuspend"):
             changed = store.unsuspend(s, ws, actor=actor)
         status = ws.status

@@ -174,6 +174,18 @@ def verify_uninstalled(ctx: SyncContext, workspace_id: str, *, actor: str) -> Ve
                    {"live_installation": found.installation_id})
 
 
+def verify_suspended(ctx: SyncContext, workspace_id: str) -> Verdict:
+    """installation.suspend: a replayed one must not block the org's CI."""
+    target = _load(ctx, workspace_id)
+    found = live_installation(ctx, target.org())
+    if found is not None and found.suspended:
+        return Verdict(True, f"GitHub reports installation {found.installation_id} suspended")
+    if found is None:
+        return Verdict(False, f"GitHub reports no installation of the app on {target.login}")
+    return Verdict(False, f"installation {found.installation_id} on {target.login} is not suspended",
+                   {"live_installation": found.installation_id})
+
+
 def verify_org_deleted(ctx: SyncContext, workspace_id: str) -> Verdict:
     """organization.deleted / group_destroy: confirmed only by a 404 for the
     org or group, read by its immutable id."""

@@ -91,7 +91,7 @@ def _gh_renamed_check(w: World, ctx: dict[str, Any]) -> None:
 
 
 def _installation(installation_id: int, org_id: int, login: str, status: str = "active",
-                  *, uninstalled: bool = False) -> Callable[[World], dict[str, Any]]:
+                  *, uninstalled: bool = False, suspended: bool = False) -> Callable[[World], dict[str, Any]]:
     def setup(w: World) -> dict[str, Any]:
         ctx = _baseline(w)
         w.server.github.add_org(org_id, login, installation_id=installation_id)
@@ -99,6 +99,8 @@ def _installation(installation_id: int, org_id: int, login: str, status: str = "
         if uninstalled:
             # GitHub's truth matches the payload: the app is gone.
             w.server.github.revoke_installation(installation_id)
+        if suspended:
+            w.server.github.suspend_installation(installation_id)
         return ctx
 
     return setup
@@ -144,7 +146,7 @@ GITHUB_CASES: dict[str, Case] = {
                                       _status_is("disconnected")),
     "installation.created.json": Case(_installed_org_unknown_to_us, _adopted),
     "installation.created.with-requester.json": Case(_installed_org_unknown_to_us, _adopted),
-    "installation.suspend.json": Case(_installation(16598467, CODERTOCAT, "Codertocat"),
+    "installation.suspend.json": Case(_installation(16598467, CODERTOCAT, "Codertocat", suspended=True),
                                       _status_is("suspended")),
     "installation.unsuspend.json": Case(
         _installation(16598467, CODERTOCAT, "Codertocat", status="suspended"),
@@ -324,6 +326,7 @@ def test_gitlab_corpus(world: World, name: str) -> None:
 CONTRADICTED: dict[tuple[str, str], Callable[[World], dict[str, Any]]] = {
     ("github", "installation.deleted.json"): _installation(2, 1, "octocat"),
     ("github", "organization.deleted"): _installation(2, 1, "octocat"),
+    ("github", "installation.suspend.json"): _installation(16598467, CODERTOCAT, "Codertocat"),
     ("gitlab", "system_hook.group_destroy.json"): _gl_group(78, "storecloud", roster={41: ("js", "admin")}),
     ("gitlab", "system_hook.group_destroy.go-gitlab.json"): _gl_group(78, "storecloud",
                                                                       roster={41: ("js", "admin")}),

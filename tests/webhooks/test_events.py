@@ -214,6 +214,10 @@ def test_reinstall_on_a_disconnected_org_reconnects_it(world: World, octo: str) 
     assert world.sync_jobs() == [f"sync-{octo}"]
 
 
+def _suspend(w: World) -> None:
+    w.server.github.suspend_installation(INST)
+
+
 def _uninstall(w: World) -> None:
     w.server.github.revoke_installation(INST)
 
@@ -223,7 +227,7 @@ def _delete_org(w: World) -> None:
 
 
 @pytest.mark.parametrize(("event", "payload", "provider_change", "status"), [
-    ("installation", installation_event("suspend"), None, "suspended"),
+    ("installation", installation_event("suspend"), _suspend, "suspended"),
     ("installation", installation_event("deleted"), _uninstall, "disconnected"),
     ("organization", {"action": "deleted", "organization": {"id": ORG_ID, "login": LOGIN}}, _delete_org,
      "disconnected"),
@@ -242,6 +246,7 @@ def test_status_events(world: World, octo: str, event: str, payload: dict[str, A
 
 
 def test_membership_events_on_a_suspended_workspace_are_ignored(world: World, octo: str) -> None:
+    world.server.github.suspend_installation(INST)
     world.post_github("installation", installation_event("suspend"))
     world.server.github.add_member(ORG_ID, *ALICE, "member")
     resp = world.post_github("organization", org_event("member_added"), delivery="susp")

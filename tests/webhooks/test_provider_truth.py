@@ -491,3 +491,15 @@ def test_reconciliation_that_cannot_list_changes_nothing(w: World) -> None:
     with pytest.raises(TransientProviderError):
         jobs.reconcile_installations()
     assert w.counts() == counts
+
+
+@pytest.mark.parametrize("suspended", [False, True], ids=["replayed: contradicted", "real: suspended"])
+def test_suspend_is_verified_before_it_blocks_the_org(w: World, suspended: bool) -> None:
+    _org_with_roster(w)
+    ws_id = w.github_workspace(ORG_ID, LOGIN, installation_id=LIVE)
+    if suspended:
+        w.server.github.suspend_installation(LIVE)
+    w.post_github("installation", _installation_event("suspend", LIVE), delivery="susp")
+    w.drain()
+    assert _outcome(w, "susp")["result"] == ("suspended" if suspended else "contradicted")
+    assert w.workspace(ws_id).status == ("suspended" if suspended else "active")
