@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from models.store import log_activity
-from models.tables import AppInstallationPage, Workspace, as_utc, utcnow
+from models.tables import Activity, AppInstallationPage, Workspace, as_utc, utcnow
 
 # (etag, compact payload) per page URL.
 CachedPages = dict[str, tuple[str, list[Any]]]
@@ -51,6 +51,18 @@ def github_workspaces(session: Session) -> list[Workspace]:
             .order_by(Workspace.created_at, Workspace.id)
         )
     )
+
+
+def last_disconnect_reason(session: Session, workspace_id: str) -> str | None:
+    """Why the workspace was last disconnected ("operator", "app_uninstalled",
+    "org_deleted", "group_deleted"): only an operator undoes an operator's."""
+    details = session.scalar(
+        select(Activity.details)
+        .where(Activity.workspace_id == workspace_id, Activity.action == "workspace.disconnected")
+        .order_by(Activity.seq.desc()).limit(1)
+    )
+    reason = (details or {}).get("reason")
+    return reason if isinstance(reason, str) else None
 
 
 def mark_checked(session: Session, ws: Workspace, at: datetime | None = None) -> None:

@@ -63,6 +63,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import deliveries, store
+from models import installations as inst_store
 from models.errors import DeliveryNotFound, StoreError
 from models.ids import parse_id
 from models.tables import Activity, Delivery, RosterEntry, Workspace
@@ -448,7 +449,7 @@ def _process_github(
         with ctx.session() as s:
             ws = store.get_workspace(s, ws_id)
             status = ws.status
-            by_operator = status == "disconnected" and installations.last_disconnect_reason(s, ws_id) == "operator"
+            by_operator = status == "disconnected" and inst_store.last_disconnect_reason(s, ws_id) == "operator"
         if status == "disconnected":
             if by_operator:
                 return {"result": "ignored", "workspace": ws_id,
@@ -611,7 +612,7 @@ def _process_gitlab(
     with ctx.session() as s:
         ws = store.get_workspace(s, ws_id)
         status = ws.status
-        by_operator = status == "disconnected" and installations.last_disconnect_reason(s, ws_id) == "operator"
+        by_operator = status == "disconnected" and inst_store.last_disconnect_reason(s, ws_id) == "operator"
     if status == "disconnected" and not by_operator:
         # An event for a group we hold as deleted: if GitLab can read it
         # again, it is back (reconnected, fully synced); if not, nothing.

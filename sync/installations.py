@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import installations as inst_store
 from models import store
 from models.errors import InvalidState
-from models.tables import Activity, Workspace, utcnow
+from models.tables import Workspace, utcnow
 from sync.apply import lock_workspace
 from sync.context import SyncContext, close_provider
 from sync.errors import NotFound, ProviderSaysGone
@@ -227,16 +226,6 @@ def record_contradiction(
 # --------------------------------------------------------------------------- reconnect
 
 
-def last_disconnect_reason(session: Session, workspace_id: str) -> str | None:
-    details = session.scalar(
-        select(Activity.details)
-        .where(Activity.workspace_id == workspace_id, Activity.action == "workspace.disconnected")
-        .order_by(Activity.seq.desc()).limit(1)
-    )
-    reason = (details or {}).get("reason")
-    return reason if isinstance(reason, str) else None
-
-
 def reconnect_workspace(ctx: SyncContext, workspace_id: str, *, actor: str, enqueue: Enqueuer) -> dict[str, Any]:
     """Reconnect after a successful read of the provider, then queue a full
     sync. Raises ``ProviderSaysGone`` (and changes nothing) when the app is
@@ -357,7 +346,7 @@ def reconcile_installations(ctx: SyncContext, enqueue: Enqueuer, *, trigger: str
                 inst_store.set_installation(s, ws, found.installation_id, actor=trigger)
                 report["repointed"].append(ws.id)
                 to_sync.append(ws.id)
-            if ws.status == "disconnected" and last_disconnect_reason(s, ws.id) != "operator":
+            if ws.status == "disconnected" and inst_store.last_disconnect_reason(s, ws.id) != "operator":
                 # The app was reinstalled while we were not listening. An
                 # operator's disconnect stands until an operator reconnects.
                 store.reconnect(s, ws, actor=trigger)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from models import installations as inst_store
 from models import store
 from models.tables import Activity, RosterEntry, Workspace
 from sync.apply import apply_plan, lock_workspace
@@ -27,7 +28,6 @@ from sync.installations import (
     LOGIN_DISCOVERY_EVERY,
     Enqueuer,
     discover_installation,
-    last_disconnect_reason,
 )
 from sync.providers.base import ProviderMember, ProviderOrg, TokenOrg
 from sync.roster import Plan, StoredMember, plan_member
@@ -95,7 +95,7 @@ def login_sync(
                 )
             else:
                 ws = lock_workspace(s, ws.id)
-                if ws.status == "disconnected" and last_disconnect_reason(s, ws.id) != "operator":
+                if ws.status == "disconnected" and inst_store.last_disconnect_reason(s, ws.id) != "operator":
                     # The token just listed the org with this user in it: the
                     # org is back. An operator's disconnect stands until an
                     # operator reconnects.
