@@ -102,6 +102,9 @@ class Workspace(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     last_full_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When GitHub was last asked for this org's app installation (discovery,
+    # reconciliation): logins ask at most hourly, and status shows it.
+    installation_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     owner: Mapped[User | None] = relationship(foreign_keys=[owner_id], lazy="joined")
 
@@ -296,6 +299,18 @@ class HttpCacheEntry(Base):
     workspace_id: Mapped[str] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
     )
+    url: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    etag: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[list[Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AppInstallationPage(Base):
+    """ETag and compact content of one ``GET /app/installations`` page, so the
+    periodic reconciliation of an unchanged app costs only 304 answers."""
+
+    __tablename__ = "app_installation_pages"
+
     url: Mapped[str] = mapped_column(String(1000), primary_key=True)
     etag: Mapped[str] = mapped_column(String(255))
     payload: Mapped[list[Any]] = mapped_column(JSON)

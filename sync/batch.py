@@ -211,7 +211,7 @@ class Drain:
                 self._give_back(utcnow())
                 with self.ctx.session() as s:
                     lanes.release(s, self.lane, self.holder)
-            except Exception:  # noqa: BLE001 - the leases run out on their own
+            except Exception:  # the leases run out on their own
                 log.exception("could not give lane %s back after an error", self.lane)
             raise
         finally:

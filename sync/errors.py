@@ -50,3 +50,10 @@ class NotFound(ProviderError):
 
 class InvalidUserToken(ProviderError):
     """A user's OAuth token (login sync) was rejected by the provider."""
+
+
+class ProviderSaysGone(SyncError):
+    """A reconnect the provider contradicts: the installation, org or group
+    is still gone (the admin API answers 409, nothing changes)."""
+
+    code = "provider_says_gone"

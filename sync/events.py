@@ -15,32 +15,47 @@ Routing (SPEC section 6)::
     GitHub
       installation.created / unsuspend / new_permissions_accepted
                                     → (unsuspend, reconnect) + full sync
-      installation.deleted          → disconnect
-      installation.suspend          → suspend
+      installation.deleted          → disconnect, once GitHub reports no
+                                      installation on the org
+      installation.suspend          → suspend, once GitHub reports it suspended
       installation_target.renamed   → rename + full sync
       organization.renamed          → rename + full sync
-      organization.deleted          → disconnect
+      organization.deleted          → disconnect, once GitHub answers 404
+                                      for the org
       organization.member_added / member_removed
                                     → re-read that member (member_sync)
       organization.member_invited   → recorded; no access until accepted
       github_app_authorization.revoked
                                     → recorded; no stored state depends on it
-      any event naming an installation the store does not know
-                                    → adopt it (workspace + full sync)
+      an installation id other than the stored one
+                                    → a hint: the org's live installation is
+                                      read and stored (never the payload's)
+      an installation of an org the store does not hold
+                                    → adopt GitHub's live installation
+                                      (workspace created, full sync queued)
       everything else               → ignored
     GitLab (Member Hook / Subgroup Hook / System Hook)
       user_add_to_group / user_update_for_group / user_remove_from_group
                                     → re-read that member (member_sync)
       group_rename                  → rename + full sync
-      group_destroy                 → disconnect
+      group_destroy                 → disconnect, once GET /groups/:id is 404
       user_rename                   → relabel the user's identity and roster logins
-      user_destroy                  → remove the user id from every GitLab roster
+      user_destroy                  → remove the user id from every GitLab
+                                      roster, once GET /users/:id is 404
+      any event of a disconnected group that GitLab can read again
+                                    → reconnect + full sync
       a group the store does not hold (subgroups: not mirrored) → ignored
       everything else               → ignored
+
+A destructive hint the provider contradicts changes nothing: the delivery is
+processed with ``result: contradicted`` and the reason, and the activity log
+gets ``hint.contradicted``. Full syncs are always queued through the
+Enqueuer (serialised and coalesced per org), never run inline here.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict
 
@@ -48,12 +63,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import deliveries, store
+from models import installations as inst_store
 from models.errors import DeliveryNotFound, StoreError
 from models.ids import parse_id
 from models.tables import Activity, Delivery, RosterEntry, Workspace, utcnow
+from sync import installations
 from sync.apply import lock_workspace
 from sync.context import SyncContext
-from sync.errors import ProviderError, RateLimited, TransientProviderError
+from sync.errors import ProviderError, ProviderSaysGone, RateLimited, TransientProviderError
+from sync.providers.base import ProviderOrg
 
 
 class Enqueuer(Protocol):
@@ -230,11 +248,18 @@ def triage_github(session: Session, event: str, payload: dict[str, Any]) -> Tria
         store.get_workspace_by_installation(session, t.installation_id)
         if t.installation_id is not None else None
     )
-    if t.installation_id is not None and known is None and key not in NO_ADOPTION:
-        if t.is_org and t.org_id is not None and t.org_login:
+    if t.installation_id is not None and known is None:
+        org_ws = store.get_provider_workspace(session, "github", t.org_id) if t.org_id is not None else None
+        if org_ws is not None and key not in GITHUB_ACTED_ON and key != ("organization", "member_invited"):
+            # A known org under an installation id we do not hold: a hint to
+            # read its live installation, never to re-point on its word.
+            return Triage("act", action="installation_hint", workspace_id=org_ws.id, org_key=org_key)
+        if org_ws is None and key not in NO_ADOPTION and t.org_id is not None and t.org_login:
+            # Whether the account is an organization is decided in the job,
+            # one way for every action: GitHub's installation record, else
+            # the payload's target_type (octokit's examples contradict
+            # account.type and target_type).
             return Triage("act", action="adopt_installation", org_key=org_key)
-        if key in GITHUB_ACTED_ON and not t.is_org:
-            return _ignore("installation on a user account, not an organization", org_key)
     if key == ("organization", "member_invited"):
         return _ignore("an invitation gives no access until it is accepted", org_key)
     if key not in GITHUB_ACTED_ON:
@@ -429,62 +454,140 @@ def _process_github(
     key = (event, action)
     t = _github_target(event, payload)
     if decision.action == "adopt_installation":
-        assert t.installation_id is not None and t.org_id is not None and t.org_login
-        # Only the installer of a new installation connects the org and
-        # becomes its owner; the sender of another event is just whoever
-        # acted in the org.
-        sender_id = _int(_dict(payload.get("sender")).get("id")) if key == ("installation", "created") else None
-        from sync import orgs  # the sync engine loads in the worker, not in the web view
-
-        adopted = orgs.adopt_installation(
-            ctx, t.installation_id, t.org_id, t.org_login, sender_id, trigger=_trigger(actor)
-        )
-        workspace_id = _adopted_workspace_id(adopted)
-        return {"result": "adopted", "workspace": workspace_id, "installation": t.installation_id,
-                "sync": _jsonable(adopted)}
+        return _adopt(ctx, key, t, payload, actor, enqueue)
     assert decision.workspace_id is not None
     ws_id = decision.workspace_id
+    if key == ("installation", "deleted"):
+        return _verified_disconnect(ctx, ws_id, "installation.deleted", "app_uninstalled", actor,
+                                    lambda: installations.verify_uninstalled(ctx, ws_id, actor=actor))
+    if key == ("organization", "deleted"):
+        return _verified_disconnect(ctx, ws_id, "organization.deleted", "org_deleted", actor,
+                                    lambda: installations.verify_org_deleted(ctx, ws_id))
+    # Any other event: its installation id is a hint, checked against the
+    # live installation when it differs from ours.
+    hint = installations.resolve_hint(ctx, ws_id, t.installation_id, actor=actor)
+    if decision.action == "installation_hint":
+        seen = hint.get("installation_hint", {})
+        if seen.get("live") is not None and seen.get("live") != seen.get("stored"):
+            _full_sync(enqueue, ws_id, actor)
+            return {"result": "full_sync_queued", "workspace": ws_id, **hint}
+        return {"result": "ignored", "reason": "the installation it names is not the org's live one",
+                "workspace": ws_id, **hint}
     if key in GITHUB_MEMBER:
         user = _dict(_dict(payload.get("membership")).get("user")) or _dict(payload.get("member"))
         uid, login = _int(user.get("id")), _str(user.get("login"))
         if uid is None:
             return {"result": "ignored", "reason": "the payload names no member"}
-        return _member_sync(ctx, ws_id, uid, login, actor)
+        return {**_member_sync(ctx, ws_id, uid, login, actor), **hint}
+    if key == ("installation", "created"):
+        with ctx.session() as s:
+            ws = store.get_workspace(s, ws_id)
+            status = ws.status
+            by_operator = status == "disconnected" and inst_store.last_disconnect_reason(s, ws_id) == "operator"
+        if status == "disconnected":
+            if by_operator:
+                return {"result": "ignored", "workspace": ws_id,
+                        "reason": "disconnected by an operator; an operator reconnects it"}
+            # Reinstalled after an uninstall: reconnect once GitHub confirms.
+            return _reconnect(ctx, ws_id, "installation.created", actor, enqueue)
+    if key == ("installation", "suspend"):
+        verdict = installations.verify_suspended(ctx, ws_id)
+        with ctx.session() as s:
+            ws = lock_workspace(s, ws_id)
+            if not verdict.confirmed:
+                return {**installations.record_contradiction(
+                    s, ws_id, actor=actor, hint="installation.suspend", verdict=verdict, subject=ws.name), **hint}
+            changed = store.suspend(s, ws, actor=actor)
+            return {"result": "suspended" if changed else "unchanged", "workspace": ws_id, **hint}
     with ctx.session() as s:
         ws = lock_workspace(s, ws_id)
         changed = False
-        if key == ("installation", "deleted"):
-            changed = store.disconnect(s, ws, actor=actor, reason="app_uninstalled")
-            return {"result": "disconnected" if changed else "unchanged", "workspace": ws_id}
-        if key == ("organization", "deleted"):
-            changed = store.disconnect(s, ws, actor=actor, reason="org_deleted")
-            return {"result": "disconnected" if changed else "unchanged", "workspace": ws_id}
-        if key == ("installation", "suspend"):
-            changed = store.suspend(s, ws, actor=actor)
-            return {"result": "suspended" if changed else "unchanged", "workspace": ws_id}
         if key == ("installation", "unsuspend"):
             changed = store.unsuspend(s, ws, actor=actor)
-        elif key == ("installation", "created") and ws.status == "disconnected":
-            # Reinstalled after an uninstall: the same org comes back.
-            changed = store.reconnect(s, ws, actor=actor, installation_id=t.installation_id)
         status = ws.status
     if key in (("organization", "renamed"), ("installation_target", "renamed")):
         changed = _rename(ctx, ws_id, t.org_login, actor)
     if status != "active":
-        return {"result": "unchanged", "workspace": ws_id, "reason": f"workspace is {status}"}
+        return {"result": "unchanged", "workspace": ws_id, "reason": f"workspace is {status}", **hint}
     _full_sync(enqueue, ws_id, actor)
-    return {"result": "full_sync_queued", "workspace": ws_id, "changed": changed}
+    return {"result": "full_sync_queued", "workspace": ws_id, "changed": changed, **hint}
 
 
-def _adopted_workspace_id(adopted: Any) -> str | None:
-    if isinstance(adopted, str):
-        return adopted
-    if isinstance(adopted, dict):
-        value = adopted.get("workspace") or adopted.get("workspace_id")
-        if isinstance(value, dict):
-            value = value.get("id")
-        return value if isinstance(value, str) else None
-    return getattr(adopted, "id", None)
+def _adopt(
+    ctx: SyncContext, key: tuple[str, str], t: _GitHubTarget, payload: dict[str, Any], actor: str,
+    enqueue: Enqueuer,
+) -> dict[str, Any]:
+    """An installation the store does not know, for an org without a
+    workspace: GitHub's installation record decides whether there is one to
+    adopt, which one, and whether its account is an organization."""
+    assert t.org_id is not None and t.org_login
+    found = installations.live_installation(ctx, ProviderOrg("github", t.org_id, t.org_login))
+    if found is None:
+        inst = _dict(payload.get("installation"))
+        kind = _str(inst.get("target_type")) or _str(payload.get("target_type")) \
+            or _str(_dict(inst.get("account")).get("type"))
+        if kind != "Organization":
+            return {"result": "ignored", "reason": "installation on a user account, not an organization",
+                    "installation": t.installation_id}
+        return {"result": "ignored", "installation": t.installation_id,
+                "reason": f"GitHub reports no installation of the app on {t.org_login}"}
+    if not found.is_org:
+        return {"result": "ignored", "reason": "installation on a user account, not an organization",
+                "installation": found.installation_id}
+    # Only the installer of this very installation connects the org and
+    # becomes its owner; the sender of another event is whoever acted.
+    installer = key == ("installation", "created") and found.installation_id == t.installation_id
+    sender_id = _int(_dict(payload.get("sender")).get("id")) if installer else None
+    from sync import orgs  # the sync engine loads in the worker, not in the web view
+
+    adopted = orgs.adopt_installation(
+        ctx, found.installation_id, found.account_id, found.account_login or t.org_login, sender_id,
+        trigger=_trigger(actor),
+    )
+    ws_id = str(adopted["workspace"])
+    out: dict[str, Any] = {"result": "adopted" if adopted["adopted"] else "reconnected", "workspace": ws_id,
+           "installation": found.installation_id}
+    if found.installation_id != t.installation_id:
+        out["installation_hint"] = {"payload": t.installation_id, "live": found.installation_id}
+    if found.suspended:
+        with ctx.session() as s:
+            store.suspend(s, lock_workspace(s, ws_id), actor=actor)
+        return {**out, "full_sync_queued": False}
+    # Queued, not run here: the per-org serialisation and coalescing of every
+    # other full sync apply (a stream of events naming alternating ids once
+    # caused many inline full syncs of one org).
+    _full_sync(enqueue, ws_id, actor)
+    return {**out, "full_sync_queued": True}
+
+
+def _verified_disconnect(
+    ctx: SyncContext, ws_id: str, hint: str, reason: str, actor: str,
+    verify: Callable[[], installations.Verdict],
+) -> dict[str, Any]:
+    """Disconnect only once the provider confirms the hint. Unreachable: the
+    error propagates and the delivery is retried, never applied blind."""
+    with ctx.session() as s:
+        if store.get_workspace(s, ws_id).status == "disconnected":
+            return {"result": "unchanged", "workspace": ws_id, "reason": "already disconnected"}
+    verdict = verify()
+    with ctx.session() as s:
+        ws = lock_workspace(s, ws_id)
+        if not verdict.confirmed:
+            return installations.record_contradiction(s, ws_id, actor=actor, hint=hint, verdict=verdict,
+                                                      subject=ws.name)
+        changed = store.disconnect(s, ws, actor=actor, reason=reason)
+        return {"result": "disconnected" if changed else "unchanged", "workspace": ws_id,
+                "verified": verdict.reason}
+
+
+def _reconnect(ctx: SyncContext, ws_id: str, hint: str, actor: str, enqueue: Enqueuer) -> dict[str, Any]:
+    try:
+        return installations.reconnect_workspace(ctx, ws_id, actor=actor, enqueue=enqueue)
+    except ProviderSaysGone as exc:
+        verdict = installations.Verdict(False, str(exc))
+        with ctx.session() as s:
+            return installations.record_contradiction(s, ws_id, actor=actor, hint=hint, verdict=verdict,
+                                                      subject=store.get_workspace(s, ws_id).name)
 
 
 def _jsonable(value: Any) -> Any:
@@ -537,17 +640,29 @@ def _process_gitlab(
         return _gitlab_user_destroyed(ctx, uid, actor)
     assert decision.workspace_id is not None
     ws_id = decision.workspace_id
+    if name == "group_destroy":
+        return _verified_disconnect(ctx, ws_id, "group_destroy", "group_deleted", actor,
+                                    lambda: installations.verify_org_deleted(ctx, ws_id))
+    with ctx.session() as s:
+        ws = store.get_workspace(s, ws_id)
+        status = ws.status
+        by_operator = status == "disconnected" and inst_store.last_disconnect_reason(s, ws_id) == "operator"
+    if status == "disconnected" and not by_operator:
+        # An event for a group we hold as deleted: if GitLab can read it
+        # again, it is back (reconnected, fully synced); if not, nothing.
+        try:
+            installations.reconnect_workspace(ctx, ws_id, actor=actor, enqueue=enqueue)
+        except (RateLimited, TransientProviderError):
+            raise
+        except (ProviderSaysGone, ProviderError):
+            pass  # still gone, or not readable with our token: stays disconnected
+        else:
+            status = "active"
     if name in GITLAB_MEMBER:
         uid = _int(payload.get("user_id"))
         if uid is None:
             return {"result": "ignored", "reason": "the payload names no user id"}
         return _member_sync(ctx, ws_id, uid, _str(payload.get("user_username")), actor)
-    with ctx.session() as s:
-        ws = lock_workspace(s, ws_id)
-        if name == "group_destroy":
-            changed = store.disconnect(s, ws, actor=actor, reason="group_deleted")
-            return {"result": "disconnected" if changed else "unchanged", "workspace": ws_id}
-        status = ws.status
     # group_rename: the group keeps its id; the full path is a label.
     changed = _rename(ctx, ws_id, _str(payload.get("full_path")) or _str(payload.get("path")), actor)
     if status != "active":
@@ -590,8 +705,14 @@ def _gitlab_user_renamed(ctx: SyncContext, uid: int, new_login: str, actor: str)
 
 def _gitlab_user_destroyed(ctx: SyncContext, uid: int, actor: str) -> dict[str, Any]:
     """The account was deleted on the instance: it is a member of nothing.
-    A system hook from the instance itself is authoritative here, and a
-    deleted user has no membership left to re-read."""
+    Confirmed first with ``GET /users/:id`` (a replayed or forged hook must
+    not empty rosters); a deleted user has no membership left to re-read."""
+    verdict = installations.verify_user_deleted(ctx, "gitlab", uid)
+    if not verdict.confirmed:
+        with ctx.session() as s:
+            return {**installations.record_contradiction(s, None, actor=actor, hint="user_destroy",
+                                                         verdict=verdict, subject=str(uid)),
+                    "provider_user_id": uid}
     with ctx.session() as s:
         removed_from = []
         for ws_id in _gitlab_workspaces_with_member(s, uid):

@@ -18,11 +18,17 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from models import installations as inst_store
 from models import store
 from models.tables import Activity, RosterEntry, Workspace
 from sync.apply import apply_plan, lock_workspace
 from sync.context import SyncContext, close_provider
 from sync.errors import ProviderError
+from sync.installations import (
+    LOGIN_DISCOVERY_EVERY,
+    Enqueuer,
+    discover_installation,
+)
 from sync.providers.base import ProviderMember, ProviderOrg, TokenOrg
 from sync.roster import Plan, StoredMember, plan_member
 
@@ -32,7 +38,9 @@ _RANK = {"admin": 3, "member": 2, "billing": 1}
 PROVIDERS = ("github", "gitlab")
 
 
-def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, Any]:
+def login_sync(
+    ctx: SyncContext, provider: str, access_token: str, enqueue: Enqueuer | None = None
+) -> dict[str, Any]:
     """Sync one user's memberships from their OAuth token.
 
     Returns ``{"user": {"id", "username"}, "workspaces": [{"id", "name",
@@ -40,6 +48,11 @@ def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, 
     ``TransientProviderError`` / ``RateLimited`` (provider down: 503, nothing
     changed), other ``ProviderError`` (unusable answer), ``ValueError`` for an
     unknown provider name.
+
+    Afterwards, GitHub orgs listed without a known app installation ask
+    GitHub for one (at most hourly per org), and disconnected orgs the token
+    lists again are reconnected; both queue a full sync through ``enqueue``
+    when one is given.
     """
     if provider not in PROVIDERS:
         raise ValueError(f"unknown provider {provider!r}")
@@ -69,6 +82,8 @@ def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, 
             s.execute(update(Activity).where(Activity.actor == placeholder).values(actor=actor))
 
         added = removed = changed = 0
+        reconnected: set[str] = set()
+        undiscovered: list[str] = []
         # Sorted by org id: concurrent logins lock workspaces in one order.
         for org_id in sorted(listed):
             token_org = listed[org_id]
@@ -80,6 +95,12 @@ def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, 
                 )
             else:
                 ws = lock_workspace(s, ws.id)
+                if ws.status == "disconnected" and inst_store.last_disconnect_reason(s, ws.id) != "operator":
+                    # The token just listed the org with this user in it: the
+                    # org is back. An operator's disconnect stands until an
+                    # operator reconnects.
+                    store.reconnect(s, ws, actor=actor)
+                    reconnected.add(ws.id)
                 if token_org.org.login and token_org.org.login != ws.provider_org_login:
                     # The provider named the org by its id: a rename to follow.
                     store.rename_provider_workspace(s, ws, token_org.org.login, actor=actor)
@@ -89,6 +110,8 @@ def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, 
             p = plan_member(stored, uid, ProviderMember(uid, me.login, token_org.role))
             a, r, c = apply_plan(s, ws, p, actor=actor)
             added, removed, changed = added + a, removed + r, changed + c
+            if provider == "github" and (ws.installation_id is None or ws.id in reconnected):
+                undiscovered.append(ws.id)
 
         # Orgs of this provider where the roster still lists the user but the
         # token no longer does: they left (or lost access).
@@ -121,7 +144,39 @@ def login_sync(ctx: SyncContext, provider: str, access_token: str) -> dict[str, 
         provider, user.id, uid, len(listed), added, removed, changed,
         " (new account)" if created else "",
     )
+    to_sync = [ws_id for ws_id in sorted(reconnected) if provider != "github"]
+    to_sync += _discover_installations(ctx, undiscovered, reconnected, actor)
+    if enqueue is not None:
+        for ws_id in to_sync:
+            try:
+                enqueue.full_sync(ws_id, actor)
+            except Exception as exc:  # noqa: BLE001 - the login itself succeeded and is committed
+                # The scheduled resync and the reconciliation catch up.
+                log.warning("login sync: could not queue a full sync of %s (%s)", ws_id, type(exc).__name__)
     return result
+
+
+def _discover_installations(ctx: SyncContext, workspace_ids: list[str], reconnected: set[str],
+                            actor: str) -> list[str]:
+    """Ask GitHub about the app installation of orgs the login listed
+    without one known (at most hourly per org) or just reconnected (always:
+    the stored id may be the uninstalled one). Returns the workspaces that
+    now have an installation to sync with. A provider failure here leaves
+    the login's result as it is: the next resync asks again."""
+    out: list[str] = []
+    for ws_id in workspace_ids:
+        again = ws_id in reconnected
+        try:
+            found = discover_installation(
+                ctx, ws_id, trigger=actor, only_unknown=not again,
+                min_age=None if again else LOGIN_DISCOVERY_EVERY,
+            )
+        except ProviderError as exc:
+            log.warning("login sync: installation discovery for %s failed (%s)", ws_id, type(exc).__name__)
+            continue
+        if found is not None:
+            out.append(ws_id)
+    return out
 
 
 def _still_members_elsewhere(

@@ -46,6 +46,7 @@ from sync.apply import (
 )
 from sync.context import SyncContext, close_provider
 from sync.errors import AuthBroken, NotFound, ProviderError, RateLimited, TransientProviderError
+from sync.installations import discover_installation
 from sync.providers.base import Provider, ProviderMember, ProviderOrg
 from sync.roster import Plan, StoredMember, plan, plan_member, removal_held
 
@@ -100,6 +101,23 @@ def _skip_reason(ws: Workspace) -> tuple[str, str] | None:
     return None
 
 
+def _needs_discovery(ws: Workspace) -> bool:
+    return ws.provider == "github" and ws.installation_id is None and ws.status == "active"
+
+
+def _discover(ctx: SyncContext, target: _Target, run_id: int) -> None:
+    """Ask GitHub for the org's installation before skipping the org: the
+    webhook that announced it may never have arrived, and GitHub does not
+    redeliver. Unreachable: the run fails and the job retries. Any other
+    provider answer (no app credentials configured): the skip says why."""
+    try:
+        discover_installation(ctx, target.workspace_id, trigger=f"sync:{run_id}")
+    except (RateLimited, TransientProviderError) as exc:
+        _record_failure(ctx, target, run_id, exc, None, 1, 0, {"stage": "installation"})
+    except ProviderError as exc:
+        log.warning("installation discovery for %s failed: %s", target.workspace_id, exc)
+
+
 def _counts(provider: Provider, base: tuple[int, int]) -> tuple[int, int]:
     return provider.api_calls - base[0], provider.not_modified - base[1]
 
@@ -122,6 +140,12 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         # Roster changes committed after this point were made from a fresher
         # read than our listing (a webhook's member sync): see _settled_since.
         start_seq = _latest_seq(s)
+        discover = _needs_discovery(ws)
+    if discover:
+        _discover(ctx, target, run_id)
+    with ctx.session() as s:
+        ws = store.get_workspace(s, workspace_id)
+        target = _target(ws)
         skip = _skip_reason(ws)
         if skip is not None:
             run = finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
@@ -470,30 +494,34 @@ def adopt_installation(
     *,
     trigger: str,
 ) -> dict[str, Any]:
-    """Take on a GitHub App installation, known or not, then sync the org fully.
+    """Take on a GitHub App installation that GitHub confirmed is live.
 
     Unknown org: the provider workspace is created; its owner is the
     installing user when they have an account, else they become owner at
     their first login (pending owner). Known org: the installation id is
-    (re)attached and the workspace reconnected. Returns the full sync's run
-    dict plus ``"adopted": bool`` (a workspace was created). Raises what
-    ``full_sync`` raises.
+    (re)attached and the workspace reconnected. No sync runs here: the
+    caller queues the full sync through the Enqueuer, which serialises and
+    coalesces it with every other sync of the org. Returns ``{"workspace",
+    "adopted": bool (created), "changed": bool}``.
     """
     with ctx.session() as s:
         ws = store.get_provider_workspace(s, "github", int(account_id))
         adopted = ws is None
+        changed = adopted
         if ws is None:
             ws = store.create_provider_workspace(
                 s, "github", int(account_id), account_login, actor=trigger,
                 installation_id=int(installation_id),
                 pending_owner_provider_user_id=int(sender_id) if sender_id is not None else None,
             )
-        elif (
-            ws.installation_id != int(installation_id)
-            or ws.link_status != "ok"
-            or ws.status == "disconnected"
-        ):
-            store.reconnect(s, ws, actor=trigger, installation_id=int(installation_id))
-        workspace_id = ws.id
-    result = full_sync(ctx, workspace_id, trigger=trigger)
-    return {**result, "adopted": adopted}
+        else:
+            ws = lock_workspace(s, ws.id)
+            if (
+                ws.installation_id != int(installation_id)
+                or ws.link_status != "ok"
+                or ws.status == "disconnected"
+            ):
+                store.reconnect(s, ws, actor=trigger, installation_id=int(installation_id))
+                changed = True
+        ws.installation_checked_at = utcnow()
+        return {"workspace": ws.id, "adopted": adopted, "changed": changed}

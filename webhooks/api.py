@@ -15,10 +15,14 @@ import redis
 from flask import Blueprint, Response, jsonify, request
 
 from models import deliveries, store
+from sync.context import build_sync_context
+from sync.errors import ProviderError, ProviderSaysGone, RateLimited, TransientProviderError
+from sync.installations import reconnect_workspace
 from webhooks.auth import require_token
 from webhooks.errors import ApiError
 from webhooks.services import services
 from worker import queues
+from worker.queues import RqEnqueuer
 
 bp = Blueprint("api", __name__)
 
@@ -191,6 +195,28 @@ def admin_disconnect(ref: str) -> Any:
         ws = store.find_workspace(s, ref)
         store.disconnect(s, ws, actor="operator", reason="operator")
         return jsonify(store.workspace_to_dict(ws))
+
+
+@bp.post("/v1/admin/workspaces/<ref>/reconnect")
+@require_token("admin")
+def admin_reconnect(ref: str) -> Any:
+    """Re-read the org; reconnect and queue a full sync only if the provider
+    says it is back (409 and no change if it is still gone)."""
+    rt = services()
+    with rt.session() as s:
+        ws_id = store.find_workspace(s, ref).id
+    try:
+        result = reconnect_workspace(build_sync_context(rt.settings, rt.session_factory), ws_id,
+                                     actor="operator", enqueue=RqEnqueuer(rt.redis, rt.session_factory))
+    except ProviderSaysGone as exc:
+        raise ApiError(409, ProviderSaysGone.code, f"{exc}; nothing was changed.") from None
+    except (RateLimited, TransientProviderError):
+        raise ApiError(503, "provider_unavailable", "The provider could not be reached; nothing was changed.") from None
+    except ProviderError as exc:
+        raise ApiError(502, "provider_error", f"The provider's answer cannot be used ({exc}); nothing was changed.") from None
+    except redis.RedisError as exc:
+        raise _queue_error(exc) from None
+    return jsonify(result)
 
 
 @bp.post("/v1/admin/workspaces/<ref>/subscription")

@@ -16,6 +16,7 @@ from sync.login import PROVIDERS, login_sync
 from webhooks.auth import require_token
 from webhooks.errors import ApiError
 from webhooks.services import services
+from worker.queues import RqEnqueuer
 
 bp = Blueprint("logins", __name__)
 
@@ -51,7 +52,7 @@ def post_login() -> Any:
     runtime = services()
     ctx = build_sync_context(runtime.settings, runtime.session_factory)
     try:
-        result = login_sync(ctx, provider, token)
+        result = login_sync(ctx, provider, token, RqEnqueuer(runtime.redis, runtime.session_factory))
     except InvalidUserToken:
         raise ApiError(401, "invalid_token", f"{provider} rejected the access token.") from None
     except RateLimited as exc:

@@ -409,6 +409,16 @@ def build_openapi() -> dict[str, Any]:
             "security": admin, "parameters": [_ref_param()],
             "responses": {"200": _json(_ref("Workspace"), "The workspace"), **_errors(401, 403, 404, 409)},
         }},
+        "/v1/admin/workspaces/{ref}/reconnect": {"post": {
+            "summary": "Reconnect a provider workspace after re-reading its org (409 while it is still gone)",
+            "operationId": "adminReconnect",
+            "security": admin, "parameters": [_ref_param()],
+            "responses": {"200": _json(_obj(["result", "workspace", "full_sync_queued"], {
+                              "result": {"type": "string", "enum": ["reconnected", "unchanged"]},
+                              "workspace": _ref("Workspace"), "full_sync_queued": {"type": "boolean"}}),
+                              "Reconnected, or already connected"),
+                          **_errors(401, 403, 404, 409, 502, 503)},
+        }},
         "/v1/admin/workspaces/{ref}/subscription": {"post": {
             "summary": "Set or clear the subscription plan", "operationId": "adminSubscription",
             "security": admin, "parameters": [_ref_param()],

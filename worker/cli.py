@@ -309,6 +309,50 @@ def workspaces_disconnect(ctx: _Ctx, ref: str, as_json: bool) -> None:
         f"{w['name']} {'disconnected' if changed else 'was already disconnected'}"))
 
 
+@workspaces.command("reconnect")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def workspaces_reconnect(ctx: _Ctx, ref: str, as_json: bool) -> None:
+    """Reconnect a disconnected provider workspace once the provider confirms
+    its org is back (app installed, group readable), then fully sync it."""
+    from models import store
+    from sync.context import build_sync_context
+    from sync.errors import ProviderError, ProviderSaysGone, TransientProviderError
+    from sync.installations import reconnect_workspace
+    from worker.queues import RqEnqueuer
+
+    rt = ctx.runtime
+
+    def act() -> dict[str, Any]:
+        with rt.session() as s:
+            ws_id = store.find_workspace(s, ref).id
+        try:
+            return reconnect_workspace(build_sync_context(rt.settings, rt.session_factory), ws_id,
+                                       actor="operator", enqueue=RqEnqueuer(rt.redis, rt.session_factory))
+        except ProviderSaysGone as exc:
+            fail(f"{exc}; nothing was changed")
+        except TransientProviderError:
+            fail("the provider could not be reached; nothing was changed (try again later)")
+        except ProviderError as exc:
+            fail(f"the provider's answer cannot be used ({exc}); nothing was changed")
+        raise AssertionError("unreachable")
+
+    data = _store_call(act)
+    if data["full_sync_queued"] and rt.embedded:
+        _progress(as_json)("no REDIS_URL: running the full sync in this process")
+        from models import lanes
+
+        def synced() -> bool:
+            with rt.session() as s:
+                ws = store.get_workspace(s, data["workspace"]["id"])
+                return not lanes.pending_full_syncs(s, [lanes.lane_of_workspace(ws)])
+
+        _run_inline(rt, 60, synced)
+    emit(data, as_json, lambda d: click.echo(
+        f"{d['workspace']['name']} {'reconnected; full sync queued' if d['result'] == 'reconnected' else 'was already connected'}"))
+
+
 @workspaces.command("subscription")
 @click.argument("ref")
 @click.option("--plan", default=None, help="Plan name.")

@@ -12,6 +12,8 @@ Jobs:
 - ``sweep`` every 30 s (``webhooks``, the first queue): wakes every lane
   with due or orphaned work;
 - ``prune`` daily at 03:17 UTC (``default``).
+- ``reconcile_installations`` every RECONCILE_EVERY (a minute, ``default``): a
+  missed GitHub installation webhook heals within one period.
 
 Spreading the resyncs: each workspace has a fixed slot in the interval,
 ``sha256(workspace id) mod ORGSYNC_RESYNC_INTERVAL``, plus a little random
@@ -29,12 +31,14 @@ import redis
 from rq.cron import CronJob, CronScheduler
 
 from models.config import Settings
+from sync.installations import RECONCILE_EVERY as RECONCILE_PERIOD
 
 RESYNC_TICK = 60
 # Retries (first after 5 s) and deferrals fire at the next sweep: half a minute
 # keeps a retried delivery well within a minute, for one indexed query.
 SWEEP_EVERY = 30
 PRUNE_CRON = "17 3 * * *"
+RECONCILE_EVERY = int(RECONCILE_PERIOD.total_seconds())
 # Periodic jobs' own results are of no interest; failures are kept a day.
 _JOB_OPTIONS = {"result_ttl": 300, "failure_ttl": 86400}
 
@@ -74,6 +78,9 @@ def register_jobs(scheduler: CronScheduler, settings: Settings) -> list[CronJob]
                            name="sweep", **_JOB_OPTIONS),  # type: ignore[arg-type]
         scheduler.register(jobs.prune, "default", cron=PRUNE_CRON, job_timeout=1800,
                            name="prune", **_JOB_OPTIONS),  # type: ignore[arg-type]
+        scheduler.register(jobs.reconcile_installations, "default", interval=RECONCILE_EVERY,
+                           job_timeout=300, name="reconcile_installations",
+                           **_JOB_OPTIONS),  # type: ignore[arg-type]
     ]
 
 

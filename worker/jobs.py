@@ -11,6 +11,8 @@ later, after the state it was queued for has changed).
   backlog it recovers.
 - ``schedule_resyncs``: owe each connected org its periodic full resync, in
   its slot of the interval (due times in the database).
+- ``reconcile_installations``: every minute, adopt GitHub App installations
+  whose webhook never arrived and notice the ones that are gone.
 - ``prune``: daily.
 
 The database says what is due; a job lost with Redis or with its worker
@@ -37,10 +39,11 @@ from models import deliveries as dstore
 from models import lanes as lane_store
 from models import queries, store
 from models.tables import SyncRun, utcnow
-from sync import batch
+from sync import batch, installations
 from sync.context import SyncContext, build_sync_context
+from sync.errors import RateLimited
 from worker.logs import get_logger, log_context
-from worker.queues import RqWaker, all_queues, clear_wake, wake
+from worker.queues import RqEnqueuer, RqWaker, all_queues, clear_wake, wake
 from worker.runtime import Runtime, get_runtime
 
 log = get_logger("orgsync.jobs")
@@ -213,6 +216,24 @@ def prune() -> int:
         n = dstore.prune_processed(s, PRUNE_AFTER)
     log.info("deliveries pruned", count=n)
     return n
+
+
+def reconcile_installations() -> dict[str, Any]:
+    """Periodic: adopt GitHub App installations whose webhook never arrived
+    and disconnect, once verified, the ones that are gone (sync/installations.py).
+    A rate limit or an unreachable GitHub just waits for the next period."""
+    rt = get_runtime()
+    if not (rt.settings.github_app_id and rt.settings.github_app_private_key):
+        return {"result": "skipped", "reason": "no GitHub App configured"}
+    with log_context(job_id=getattr(get_current_job(), "id", None)):
+        try:
+            result = installations.reconcile_installations(sync_context(),
+                                                           RqEnqueuer(rt.redis, rt.session_factory))
+        except RateLimited as exc:
+            log.info("installation reconciliation rate limited", until=exc.reset_at.isoformat())
+            return {"result": "rate_limited", "at": exc.reset_at.isoformat()}
+        log.info("installations reconciled", **{k: v for k, v in result.items() if not isinstance(v, list)})
+        return {"result": "ok", **result}
 
 
 # --------------------------------------------------------------------------- processes

@@ -106,6 +106,31 @@ class RqWaker:
             pass
 
 
+class RqEnqueuer:
+    """``sync.events.Enqueuer`` for work started outside a lane's drain (a
+    login, the installation reconciliation, an operator's reconnect): the
+    full sync is a due time on the org's lane, committed, then the lane is
+    woken. Redis down: the sweep wakes it."""
+
+    def __init__(self, connection: redis.Redis | None, session_factory: Any) -> None:
+        self.connection = connection
+        self.session_factory = session_factory
+
+    def full_sync(self, workspace_id: str, trigger: str) -> None:
+        from models import store
+        from models.base import session_scope
+
+        with session_scope(self.session_factory) as s:
+            ws = store.get_workspace(s, workspace_id)
+            lane = lane_of_workspace(ws)
+            lane_store.request_full_sync(s, lane, trigger=trigger)
+        if self.connection is not None:
+            try:
+                wake(self.connection, lane, queue="sync")
+            except redis.RedisError:
+                pass
+
+
 def request_full_sync(session: Any, connection: redis.Redis | None, workspace: Any, *, trigger: str,
                       force: bool = False, at: datetime | None = None) -> str | None:
     """Owe the workspace's org a full sync (a waiting request absorbs this
@@ -194,6 +219,7 @@ def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any
     """What operators look at: provider workspaces with their last full
     sync, held syncs, deliveries pending and failed, queue depths."""
     from models import deliveries, queries, store
+    from models.tables import as_utc
 
     runs = queries.last_full_runs(session)
     workspaces = []
@@ -203,7 +229,10 @@ def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any
         last = store.sync_run_to_dict(run) if run is not None else None
         if last is not None:
             last["at"] = last["finished_at"] or last["started_at"]
-        item = {**store.workspace_to_dict(ws), "link_error": ws.link_error, "last_sync": last}
+        checked = as_utc(ws.installation_checked_at)
+        item = {**store.workspace_to_dict(ws), "link_error": ws.link_error, "last_sync": last,
+                "installation_id": ws.installation_id,
+                "installation_checked_at": checked.isoformat() if checked else None}
         workspaces.append(item)
         if run is not None and run.result == "held":
             held.append({"workspace": ws.id, "name": ws.name, "run": run.id, "reason": run.error})

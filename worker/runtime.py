@@ -58,9 +58,9 @@ class Runtime:
         """A session whose every statement commits on its own: for a unit of
         work that is one statement (recording a delivery), this saves the
         BEGIN and COMMIT round trips and is just as durable."""
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            with Session(bind=conn) as s:
-                yield s
+        with (self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+              Session(bind=conn) as s):
+            yield s
 
     @property
     def redis(self) -> redis.Redis:

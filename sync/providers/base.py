@@ -66,6 +66,37 @@ class CachedPage:
     members: list[ProviderMember] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderInstallation:
+    """A GitHub App installation as the provider reports it now."""
+
+    installation_id: int
+    account_id: int
+    account_login: str
+    # "Organization" or "User": what GitHub's own installation record says,
+    # which webhook examples contradict (account.type vs target_type).
+    account_type: str
+    suspended: bool = False
+
+    @property
+    def is_org(self) -> bool:
+        return self.account_type == "Organization"
+
+
+@dataclass(slots=True)
+class CachedInstallations:
+    etag: str
+    installations: list[ProviderInstallation] = field(default_factory=list)
+
+
+class InstallationCache(Protocol):
+    """ETag cache for the conditional ``GET /app/installations`` pages."""
+
+    def get(self, url: str) -> CachedInstallations | None: ...
+
+    def put(self, url: str, page: CachedInstallations) -> None: ...
+
+
 class PageCache(Protocol):
     """ETag cache for conditional roster requests, keyed by request URL.
 
@@ -98,6 +129,22 @@ class Provider(Protocol):
 
     def get_member(self, org: ProviderOrg, provider_user_id: int, login: str | None) -> ProviderMember | None:
         """Re-read one member's current membership; None = not a member."""
+        ...
+
+    def get_user(self, provider_user_id: int) -> ProviderUser | None:
+        """Read a user account by numeric id; None = the account is gone."""
+        ...
+
+    def get_org_installation(self, org: ProviderOrg) -> ProviderInstallation | None:
+        """The app's live installation on an org (GitHub, app JWT); None =
+        not installed, or the org is gone. Never trusts a stale login alone:
+        a 404 is re-asked under the org's current login. GitLab has no app
+        installations and raises ProviderError."""
+        ...
+
+    def list_installations(self, cache: InstallationCache | None = None) -> list[ProviderInstallation]:
+        """Every installation of the app (GitHub ``GET /app/installations``,
+        every page, conditional when ``cache`` holds ETags). GitLab: []."""
         ...
 
     def get_token_user(self, access_token: str) -> ProviderUser:

@@ -44,8 +44,11 @@ from sync.errors import (
     TransientProviderError,
 )
 from sync.providers.base import (
+    CachedInstallations,
     CachedPage,
+    InstallationCache,
     PageCache,
+    ProviderInstallation,
     ProviderMember,
     ProviderName,
     ProviderOrg,
@@ -156,6 +159,20 @@ def _parsing(what: str) -> Iterator[None]:
         yield
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProviderError(f"GitHub's answer for {what} is malformed") from exc
+
+
+def _installation(data: Any) -> ProviderInstallation:
+    account = data.get("account") or {}
+    # GitHub's installation record is the one source for the account kind;
+    # target_type is the documented field, account.type the fallback.
+    kind = data.get("target_type") or account.get("type") or ""
+    return ProviderInstallation(
+        installation_id=int(data["id"]),
+        account_id=int(account.get("id", data.get("target_id"))),
+        account_login=str(account.get("login") or ""),
+        account_type=str(kind),
+        suspended=bool(data.get("suspended_at")),
+    )
 
 
 def _now() -> datetime:
@@ -272,6 +289,76 @@ class GitHubProvider:
 
     def find_installation(self, org_login: str) -> int | None:
         """The app's installation id on an org, or None if not installed."""
+        found = self._org_installation(org_login)
+        return found.installation_id if found is not None else None
+
+    def get_org_installation(self, org: ProviderOrg) -> ProviderInstallation | None:
+        found = self._org_installation(org.login) if org.login else None
+        if found is not None:
+            if found.account_id != org.org_id:
+                # Our login now names another org (renamed, then re-taken):
+                # its installation is not ours to adopt.
+                found = None
+            else:
+                return found
+        # SAFETY: "None" may disconnect a workspace. A 404 under a stale login
+        # (the org was renamed) is not "uninstalled": resolve the org by its
+        # immutable id and ask once more under its current name.
+        current = self._public_org_login(org.org_id)
+        if current is None or current.lower() == (org.login or "").lower():
+            return None
+        found = self._org_installation(current)
+        return found if found is not None and found.account_id == org.org_id else None
+
+    def list_installations(self, cache: InstallationCache | None = None) -> list[ProviderInstallation]:
+        requester = self._app_requester()
+        out: list[ProviderInstallation] = []
+        try:
+            url: str | None = f"{self.api_url}/app/installations?per_page={self.per_page}"
+            while url is not None:
+                cached = cache.get(url) if cache is not None else None
+                headers = {"If-None-Match": cached.etag} if cached is not None and cached.etag else {}
+                resp = self._send(requester, "GET", url, headers=headers)
+                if resp.status == 304 and cached is not None:
+                    self.not_modified += 1
+                    out.extend(cached.installations)
+                    following = _next_link(resp.headers)
+                    if following is None and "link" not in resp.headers \
+                            and len(cached.installations) >= self.per_page:
+                        following = _with_page(url, _page_of(url) + 1)
+                    url = self._checked_next(following)
+                    continue
+                self._check(resp, who="app", what="the app's installations")
+                if resp.status != 200:
+                    raise ProviderError(f"GitHub answered {resp.status} to an installations page")
+                data = resp.json()
+                if not isinstance(data, list):
+                    raise TransientProviderError("GitHub installations page is not a list")
+                with _parsing("the app's installations"):
+                    page = [_installation(item) for item in data]
+                etag = resp.headers.get("etag")
+                if cache is not None and etag:
+                    cache.put(url, CachedInstallations(etag=etag, installations=page))
+                out.extend(page)
+                url = self._checked_next(_next_link(resp.headers))
+        finally:
+            requester.close()
+        return out
+
+    def get_user(self, provider_user_id: int) -> ProviderUser | None:
+        url = f"/user/{int(provider_user_id)}"
+        if self.installation_id is not None:
+            resp = self._installation_get(self.installation_id, url)
+        else:
+            resp = self._send(self._base, "GET", url)
+        if resp.status == 404:
+            return None
+        self._check(resp, who="installation", what=f"user {provider_user_id}")
+        data = resp.json()
+        with _parsing(f"user {provider_user_id}"):
+            return ProviderUser(provider_user_id=int(data["id"]), login=str(data["login"]))
+
+    def _org_installation(self, org_login: str) -> ProviderInstallation | None:
         requester = self._app_requester()
         try:
             resp = self._send(requester, "GET", f"/orgs/{self._quote(org_login)}/installation")
@@ -282,7 +369,19 @@ class GitHubProvider:
         self._check(resp, who="app", what=f"installation of {org_login}")
         data = resp.json()
         with _parsing(f"installation of {org_login}"):
-            return int(data["id"])
+            return _installation(data)
+
+    def _public_org_login(self, org_id: int) -> str | None:
+        """The org's current login by id, or None when the org is gone. Read
+        without an installation token: the installation may be the very thing
+        that is gone, and an org's profile is public."""
+        resp = self._send(self._base, "GET", f"/organizations/{int(org_id)}")
+        if resp.status == 404:
+            return None
+        self._check(resp, who="anonymous", what=f"organization {org_id}")
+        data = resp.json()
+        with _parsing(f"organization {org_id}"):
+            return str(data["login"])
 
     def iter_roster(self, org: ProviderOrg, cache: PageCache | None = None) -> Iterator[RosterPage]:
         installation_id = self._installation_of(org)

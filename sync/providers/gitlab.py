@@ -32,7 +32,9 @@ from sync.errors import (
     TransientProviderError,
 )
 from sync.providers.base import (
+    InstallationCache,
     PageCache,
+    ProviderInstallation,
     ProviderMember,
     ProviderName,
     ProviderOrg,
@@ -164,6 +166,19 @@ class GitLabProvider:
         except NotFound:
             return None
         return _member(data)
+
+    def get_user(self, provider_user_id: int) -> ProviderUser | None:
+        try:
+            data = self._get(f"/users/{int(provider_user_id)}")
+        except NotFound:
+            return None
+        return ProviderUser(provider_user_id=_id(data), login=str(data.get("username") or ""))
+
+    def get_org_installation(self, org: ProviderOrg) -> ProviderInstallation | None:
+        raise ProviderError("GitLab groups have no app installation")
+
+    def list_installations(self, cache: InstallationCache | None = None) -> list[ProviderInstallation]:
+        return []
 
     def get_top_level_group(self, namespace_id: int) -> ProviderOrg:
         """The root group above a CI token's ``namespace_id``.

@@ -154,6 +154,7 @@ class FakeGitHub:
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
             ("POST", re.compile(r"/app/installations/(?P<inst>\d+)/access_tokens"), self._h_access_token),
             ("GET", re.compile(r"/orgs/(?P<org>[^/]+)/installation"), self._h_org_installation),
+            ("GET", re.compile(r"/app/installations"), self._h_installations),
             ("GET", re.compile(r"/organizations/(?P<org_id>\d+)"), self._h_org),
             ("GET", re.compile(r"/orgs/(?P<org>[^/]+)"), self._h_org),
             ("GET", re.compile(r"/organizations/(?P<org_id>\d+)/members"), self._h_members),
@@ -189,6 +190,11 @@ class FakeGitHub:
     ) -> None:
         with self._lock:
             o = self._org(org)
+            old = self._installations.get(o.installation_id) if o.installation_id is not None else None
+            if old is not None and old.installation_id != installation_id:
+                # An app has one installation per account: a reinstall
+                # replaces the old one, whose id then 404s.
+                old.revoked = True
             o.installation_id = installation_id
             self._installations[installation_id] = _Installation(
                 installation_id, o.org_id, permissions or {"members": "read", "metadata": "read"}
@@ -565,30 +571,55 @@ class FakeGitHub:
             if o is None or o.installation_id is None:
                 raise _Answer(404, "Not Found")
             inst = self._installations[o.installation_id]
-            root = request.root_url.rstrip("/")
-            return self._json(
-                {
-                    "id": inst.installation_id,
-                    "account": self._org_simple_user(root, o),
-                    "repository_selection": "all",
-                    "access_tokens_url": f"{root}/app/installations/{inst.installation_id}/access_tokens",
-                    "repositories_url": f"{root}/installation/repositories",
-                    "html_url": f"https://github.com/organizations/{o.login}/settings/installations/{inst.installation_id}",
-                    "app_id": int(self.app_id) if self.app_id and self.app_id.isdigit() else 1,
-                    "app_slug": "orgsync",
-                    "target_id": o.org_id,
-                    "target_type": "Organization",
-                    "permissions": inst.permissions,
-                    "events": ["organization"],
-                    "created_at": "2024-01-01T00:00:00Z",
-                    "updated_at": "2024-01-01T00:00:00Z",
-                    "single_file_name": None,
-                    "has_multiple_single_files": False,
-                    "single_file_paths": [],
-                    "suspended_by": None,
-                    "suspended_at": "2024-01-02T00:00:00Z" if inst.suspended else None,
-                }
-            )
+            return self._json(self._installation_json(request.root_url.rstrip("/"), inst, o))
+
+    def _h_installations(self, request: Request, principal: tuple[str, Any]) -> Response:
+        """``GET /app/installations``: every live installation, oldest first,
+        paginated with Link, weak ETag per page, 304 to If-None-Match."""
+        if principal[0] != "jwt":
+            raise _Answer(401, "A JSON web token could not be decoded")
+        per_page, page = self._paging(request)
+        root = request.root_url.rstrip("/")
+        with self._lock:
+            live = [
+                (inst, self._orgs[inst.org_id])
+                for inst in sorted(self._installations.values(), key=lambda i: i.installation_id)
+                if not inst.revoked and inst.org_id in self._orgs
+            ]
+            total = len(live)
+            chunk = live[(page - 1) * per_page : page * per_page]
+            body = json.dumps([self._installation_json(root, inst, o) for inst, o in chunk]).encode()
+        etag = _etag(body)
+        link = self._link(f"{root}/app/installations", {}, per_page, page, total)
+        headers = {"ETag": etag}
+        if link:
+            headers["Link"] = link
+        if _etag_matches(request.headers.get("If-None-Match"), etag):
+            return self._response(b"", 304, headers, count_rate=False)
+        return self._response(body, 200, headers)
+
+    def _installation_json(self, root: str, inst: _Installation, o: _Org) -> dict[str, Any]:
+        return {
+            "id": inst.installation_id,
+            "account": self._org_simple_user(root, o),
+            "repository_selection": "all",
+            "access_tokens_url": f"{root}/app/installations/{inst.installation_id}/access_tokens",
+            "repositories_url": f"{root}/installation/repositories",
+            "html_url": f"https://github.com/organizations/{o.login}/settings/installations/{inst.installation_id}",
+            "app_id": int(self.app_id) if self.app_id and self.app_id.isdigit() else 1,
+            "app_slug": "orgsync",
+            "target_id": o.org_id,
+            "target_type": "Organization",
+            "permissions": inst.permissions,
+            "events": ["organization"],
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z",
+            "single_file_name": None,
+            "has_multiple_single_files": False,
+            "single_file_paths": [],
+            "suspended_by": None,
+            "suspended_at": "2024-01-02T00:00:00Z" if inst.suspended else None,
+        }
 
     def _h_org(
         self, request: Request, principal: tuple[str, Any], org: str | None = None, org_id: str | None = None

@@ -221,6 +221,14 @@ class FakeGitLab:
         with self._lock:
             self.members[group_id][user_id].state = state
 
+    def delete_user(self, user_id: int) -> None:
+        """The account is deleted on the instance: gone from every group."""
+        with self._lock:
+            self.users.pop(user_id, None)
+            for gid, members in self.members.items():
+                if members.pop(user_id, None) is not None:
+                    self._ordered.pop(gid, None)
+
     def add_user_token(self, token: str, user_id: int, username: str | None = None) -> None:
         """An OAuth token of a user (sent as ``Authorization: Bearer``)."""
         with self._lock:
@@ -388,6 +396,8 @@ class FakeGitLab:
                 return self._list_groups(request, principal, query)
             if len(route) == 2 and route[0] == "groups":
                 return _json(self._group_json(self._group(route[1])))
+            if len(route) == 2 and route[0] == "users":
+                return self._user(route[1])
             if len(route) == 2 and route[0] == "namespaces":
                 return _json(self._namespace_json(route[1]))
             if len(route) == 4 and route[0] == "groups" and route[2:] == ["members", "all"]:
@@ -546,6 +556,13 @@ class FakeGitLab:
                 if membership is not None:
                     return _json(self._member_json(membership))
         raise _HttpError(404, "404 Not found")
+
+    def _user(self, raw_id: str) -> Response:
+        if not raw_id.isdigit() or int(raw_id) not in self.users:
+            raise _HttpError(404, "404 User Not Found")
+        user = self.users[int(raw_id)]
+        return _json({"id": user.id, "username": user.username, "name": user.name, "state": "active",
+                      "locked": False, "avatar_url": None, "web_url": f"{WEB_URL}/{user.username}"})
 
     def _current_user(self, principal: int | None) -> Response:
         if principal is None:

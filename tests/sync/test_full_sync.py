@@ -501,7 +501,12 @@ def test_github_workspace_without_installation_is_not_fully_synced(
     assert result["result"] == "skipped"
     assert result["details"] == {"reason": "no_installation"}
     assert "log in" in result["error"]
-    assert server.github.request_count == 0
+    # Asked GitHub before skipping: the org's installation (404), then the
+    # org by id to rule out a stale login. Nothing else.
+    assert server.github.count("/installation") == 1
+    assert server.github.request_count == 2
+    with ctx.session() as s:
+        assert store.get_workspace(s, ws_id).installation_checked_at is not None
 
 
 # --------------------------------------------------------------------------- member sync, webhooks
@@ -546,14 +551,16 @@ def test_rename_workspace_reads_the_org_by_id(org: Org) -> None:
     assert out["provider_org_login"] == "acme-renamed" and out["id"] == org.workspace_id
 
 
-def test_adopt_unknown_installation_creates_workspace_and_syncs(
+def test_adopt_unknown_installation_creates_workspace_without_syncing_inline(
     server: FakeProviderServer, ctx: SyncContext, no_sleep: None
 ) -> None:
     server.github.add_org(4444, "newco", installation_id=88)
     server.github.add_member(4444, 61, "installer", "admin")
     server.github.add_member(4444, 62, "dev")
     result = adopt_installation(ctx, 88, 4444, "newco", 61, trigger="webhook:inst-1")
-    assert result["adopted"] is True and result["result"] == "ok" and result["added"] == 2
+    assert result["adopted"] is True and result["changed"] is True
+    # The full sync is the caller's to queue (per-org serialisation): none ran here.
+    assert server.github.request_count == 0
     with ctx.session() as s:
         ws = store.get_provider_workspace(s, "github", 4444)
         assert ws is not None
@@ -564,8 +571,10 @@ def test_adopt_unknown_installation_creates_workspace_and_syncs(
         s.flush()
         s.refresh(ws)
         assert ws.owner_id == user.id
+    synced = full_sync(ctx, result["workspace"], trigger="test")
+    assert (synced["result"], synced["added"]) == ("ok", 2)
 
     # Same installation again (a redelivered event): no second workspace.
     again = adopt_installation(ctx, 88, 4444, "newco", 61, trigger="webhook:inst-2")
-    assert again["adopted"] is False and again["added"] == 0
+    assert again["adopted"] is False and again["changed"] is False
     assert again["workspace"] == result["workspace"]

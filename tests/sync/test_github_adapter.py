@@ -516,7 +516,8 @@ def test_get_org_and_not_found(gh_http: responses.RequestsMock, gh_provider: Git
 
 
 def test_find_installation(gh_http: responses.RequestsMock, gh_provider: GitHubProvider) -> None:
-    gh_http.get(f"{WIRE}/orgs/acme/installation", json={"id": 31337, "target_type": "Organization"})
+    gh_http.get(f"{WIRE}/orgs/acme/installation", json={"id": 31337, "target_type": "Organization",
+                                                         "account": {"id": 7, "login": "acme"}})
     gh_http.get(f"{WIRE}/orgs/nobody/installation", json=NOT_FOUND, status=404)
     assert gh_provider.find_installation("acme") == 31337
     assert gh_provider.find_installation("nobody") is None
@@ -813,3 +814,80 @@ def test_fake_answers_have_the_corpus_field_names(
 def app_claims() -> dict[str, Any]:
     now = int(time.time())
     return {"iat": now - 60, "exp": now + 300, "iss": APP_ID}
+
+
+# -------------------------------------------------- replayed: installations (app JWT)
+
+
+def _inst(inst_id: int, org_id: int, login: str, **extra: Any) -> dict[str, Any]:
+    return {"id": inst_id, "target_type": "Organization", "target_id": org_id,
+            "account": {"id": org_id, "login": login, "type": "Organization"}, "suspended_at": None, **extra}
+
+
+def test_org_installation_is_re_asked_under_the_orgs_current_login(
+    gh_http: responses.RequestsMock, gh_provider: GitHubProvider
+) -> None:
+    # Stored login "old" is stale: GitHub 404s it; the org, read by id, is now "new".
+    gh_http.get(f"{WIRE}/orgs/old/installation", json=NOT_FOUND, status=404)
+    gh_http.get(f"{WIRE}/organizations/7", json={"id": 7, "login": "new"})
+    gh_http.get(f"{WIRE}/orgs/new/installation", json=_inst(31, 7, "new"))
+    found = gh_provider.get_org_installation(ProviderOrg("github", 7, "old"))
+    assert found is not None and (found.installation_id, found.account_login, found.is_org) == (31, "new", True)
+
+
+@pytest.mark.parametrize(("org_answer", "expected"), [
+    ({"status": 404, "json": NOT_FOUND}, None),  # the org is gone
+    ({"status": 200, "json": {"id": 7, "login": "acme"}}, None),  # same login: really not installed
+])
+def test_org_installation_none_only_after_the_org_is_checked(
+    gh_http: responses.RequestsMock, gh_provider: GitHubProvider, org_answer: dict[str, Any], expected: Any
+) -> None:
+    gh_http.get(f"{WIRE}/orgs/acme/installation", json=NOT_FOUND, status=404)
+    gh_http.get(f"{WIRE}/organizations/7", **org_answer)
+    assert gh_provider.get_org_installation(ProviderOrg("github", 7, "acme")) is expected
+
+
+def test_an_installation_of_another_account_under_our_login_is_not_ours(
+    gh_http: responses.RequestsMock, gh_provider: GitHubProvider
+) -> None:
+    # Our org was renamed and its old login re-taken by another org with the app.
+    gh_http.get(f"{WIRE}/orgs/acme/installation", json=_inst(99, 8, "acme"))
+    gh_http.get(f"{WIRE}/organizations/7", json={"id": 7, "login": "acme-renamed"})
+    gh_http.get(f"{WIRE}/orgs/acme-renamed/installation", json=NOT_FOUND, status=404)
+    assert gh_provider.get_org_installation(ProviderOrg("github", 7, "acme")) is None
+
+
+def test_list_installations_pages_and_revalidates(
+    gh_http: responses.RequestsMock, gh_provider: GitHubProvider
+) -> None:
+    from sync.providers.base import CachedInstallations
+
+    class Cache:
+        def __init__(self) -> None:
+            self.pages: dict[str, CachedInstallations] = {}
+
+        def get(self, url: str) -> CachedInstallations | None:
+            return self.pages.get(url)
+
+        def put(self, url: str, page: CachedInstallations) -> None:
+            self.pages[url] = page
+
+    first = f"{API}/app/installations?per_page=100"
+    second = f"{API}/app/installations?per_page=100&page=2"
+    gh_http.get(f"{WIRE}/app/installations?per_page=100", json=[_inst(1, 10, "a")],
+                headers={"ETag": 'W/"p1"', "Link": f'<{second}>; rel="next"'})
+    gh_http.get(f"{WIRE}/app/installations?per_page=100&page=2",
+                json=[_inst(2, 20, "b", suspended_at="2024-01-01T00:00:00Z")], headers={"ETag": 'W/"p2"'})
+    cache = Cache()
+    listed = gh_provider.list_installations(cache)
+    assert [(i.installation_id, i.suspended) for i in listed] == [(1, False), (2, True)]
+    assert set(cache.pages) == {first, second}
+    gh_http.reset()
+    gh_http.get(f"{WIRE}/app/installations?per_page=100", status=304,
+                headers={"ETag": 'W/"p1"', "Link": f'<{second}>; rel="next"'},
+                match=[matchers.header_matcher({"If-None-Match": 'W/"p1"'})])
+    gh_http.get(f"{WIRE}/app/installations?per_page=100&page=2", status=304, headers={"ETag": 'W/"p2"'},
+                match=[matchers.header_matcher({"If-None-Match": 'W/"p2"'})])
+    before = gh_provider.not_modified
+    assert gh_provider.list_installations(cache) == listed
+    assert gh_provider.not_modified - before == 2

@@ -694,3 +694,28 @@ def test_e2e_token_orgs_and_user(fake: FakeGitLab, live: GitLabProvider) -> None
 
 
 ACME_LIVE = ProviderOrg("gitlab", 10, "acme")
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (200, {"id": 41, "username": "js", "state": "active"}, ProviderUser(41, "js")),
+    (200, {"id": 41, "username": "js", "state": "blocked"}, ProviderUser(41, "js")),  # blocked is not deleted
+    (404, {"message": "404 User Not Found"}, None),
+])
+def test_get_user_answers_none_only_for_a_deleted_account(
+    rsps: responses.RequestsMock, provider: GitLabProvider, status: int, body: dict[str, Any],
+    expected: ProviderUser | None,
+) -> None:
+    rsps.get(f"{API}/users/41", json=body, status=status)
+    assert provider.get_user(41) == expected
+
+
+def test_get_user_when_gitlab_is_down_is_transient(rsps: responses.RequestsMock, provider: GitLabProvider) -> None:
+    rsps.get(f"{API}/users/41", json={"message": "502"}, status=502)
+    with pytest.raises(TransientProviderError):
+        provider.get_user(41)
+
+
+def test_gitlab_has_no_app_installations(provider: GitLabProvider) -> None:
+    assert provider.list_installations() == []
+    with pytest.raises(ProviderError):
+        provider.get_org_installation(ProviderOrg("gitlab", 7, "acme"))

@@ -125,6 +125,11 @@ class World:
     # their own; kept under its old name for the tests that count them.
     sync_jobs = full_syncs
 
+    def drain_all(self) -> None:
+        """Deliveries and the full syncs they owe: one burst drains both (the
+        drain of a lane runs the full syncs the lane is owed)."""
+        self.drain()
+
     # ------------------------------------------------------------ store
 
     def session(self) -> Any:

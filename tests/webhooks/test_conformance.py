@@ -90,15 +90,43 @@ def _gh_renamed_check(w: World, ctx: dict[str, Any]) -> None:
     assert w.sync_jobs() == [f"sync-{ctx['octocoders']}"]
 
 
-def _installation(installation_id: int, org_id: int, login: str, status: str = "active"
-                  ) -> Callable[[World], dict[str, Any]]:
+def _installation(installation_id: int, org_id: int, login: str, status: str = "active",
+                  *, uninstalled: bool = False, suspended: bool = False) -> Callable[[World], dict[str, Any]]:
     def setup(w: World) -> dict[str, Any]:
         ctx = _baseline(w)
         w.server.github.add_org(org_id, login, installation_id=installation_id)
         ctx["ws"] = w.github_workspace(org_id, login, installation_id=installation_id, status=status)
+        if uninstalled:
+            # GitHub's truth matches the payload: the app is gone.
+            w.server.github.revoke_installation(installation_id)
+        if suspended:
+            w.server.github.suspend_installation(installation_id)
         return ctx
 
     return setup
+
+
+def _installed_org_unknown_to_us(w: World) -> dict[str, Any]:
+    """The payload's account.type and target_type say User; GitHub's
+    installation record says Organization, and it decides."""
+    ctx = _baseline(w)
+    w.server.github.add_org(CODERTOCAT, "Codertocat", installation_id=957387)
+    w.server.github.add_member(CODERTOCAT, 7, "dev", "member")
+    return ctx
+
+
+def _adopted(w: World, ctx: dict[str, Any]) -> None:
+    with w.session() as s:
+        from models import store
+
+        ws = store.get_provider_workspace(s, "github", CODERTOCAT)
+        assert ws is not None and (ws.installation_id, ws.status) == (957387, "active")
+        ws_id = ws.id
+    # Queued through the per-org serialisation, not run inside the delivery job.
+    assert w.sync_jobs() == [f"sync-{ws_id}"]
+    assert w.roster(ws_id) == {}
+    w.drain_all()
+    assert w.roster(ws_id) == {7: ("dev", "member")}
 
 
 def _status_is(status: str, *, full_sync: bool = False) -> Callable[[World, dict[str, Any]], None]:
@@ -114,8 +142,11 @@ GITHUB_CASES: dict[str, Case] = {
     "organization.member_added.with-installation.json": Case(_gh_member_added, _gh_member_added_check),
     "organization.member_removed.ghes-35.json": Case(_gh_member_removed, _gh_member_removed_check),
     "organization.renamed.json": Case(_gh_renamed, _gh_renamed_check),
-    "installation.deleted.json": Case(_installation(2, 1, "octocat"), _status_is("disconnected")),
-    "installation.suspend.json": Case(_installation(16598467, CODERTOCAT, "Codertocat"),
+    "installation.deleted.json": Case(_installation(2, 1, "octocat", uninstalled=True),
+                                      _status_is("disconnected")),
+    "installation.created.json": Case(_installed_org_unknown_to_us, _adopted),
+    "installation.created.with-requester.json": Case(_installed_org_unknown_to_us, _adopted),
+    "installation.suspend.json": Case(_installation(16598467, CODERTOCAT, "Codertocat", suspended=True),
                                       _status_is("suspended")),
     "installation.unsuspend.json": Case(
         _installation(16598467, CODERTOCAT, "Codertocat", status="suspended"),
@@ -199,6 +230,15 @@ def _gl_disconnected(w: World, ctx: dict[str, Any]) -> None:
     assert w.workspace(ctx["ws"]).status == "disconnected"
 
 
+def _gl_deleted_group(group_id: int, path: str) -> Callable[[World], dict[str, Any]]:
+    def setup(w: World) -> dict[str, Any]:
+        ctx = _gl_group(group_id, path)(w)
+        w.server.gitlab.delete_group(group_id)  # GitLab's truth matches the hook
+        return ctx
+
+    return setup
+
+
 # group 100 / user 64 in the Member Hook examples; group 78 / user 41 in the System Hook ones.
 GITLAB_CASES: dict[str, Case] = {
     # Payload says Guest; GitLab now says Maintainer (40) → admin.
@@ -226,13 +266,14 @@ GITLAB_CASES: dict[str, Case] = {
         _roster_is({})),
     "system_hook.group_rename.json": Case(_gl_group(64, "better-name"), _gl_renamed_check),
     "system_hook.group_rename.go-gitlab.json": Case(_gl_group(64, "better-name"), _gl_renamed_check),
-    "system_hook.group_destroy.json": Case(_gl_group(78, "storecloud"), _gl_disconnected),
-    "system_hook.group_destroy.go-gitlab.json": Case(_gl_group(78, "storecloud"), _gl_disconnected),
+    "system_hook.group_destroy.json": Case(_gl_deleted_group(78, "storecloud"), _gl_disconnected),
+    "system_hook.group_destroy.go-gitlab.json": Case(_gl_deleted_group(78, "storecloud"), _gl_disconnected),
     "system_hook.user_rename.json": Case(
         # GitLab already has the new username; processing re-reads it by id.
         _gl_group(78, "storecloud", roster={58: ("old-boring-name", "member")},
                   provider={58: ("new-exciting-name", 30)}),
         _roster_is({58: ("new-exciting-name", "member")})),
+    # GitLab answers 404 for user 41 (never seeded there): deletion confirmed.
     "system_hook.user_destroy.json": Case(
         _gl_group(78, "storecloud", roster={41: ("js", "admin"), 42: ("other", "member")}),
         _roster_is({42: ("other", "member")})),
@@ -276,3 +317,65 @@ def test_gitlab_corpus(world: World, name: str) -> None:
     else:
         assert status == case.status
         case.check(world, ctx)
+
+
+# --------------------------------------------------------------------------- replays
+
+# The destructive examples again, with the provider saying the opposite (a
+# replayed or stale delivery): nothing may change but the record of it.
+CONTRADICTED: dict[tuple[str, str], Callable[[World], dict[str, Any]]] = {
+    ("github", "installation.deleted.json"): _installation(2, 1, "octocat"),
+    ("github", "organization.deleted"): _installation(2, 1, "octocat"),
+    ("github", "installation.suspend.json"): _installation(16598467, CODERTOCAT, "Codertocat"),
+    ("gitlab", "system_hook.group_destroy.json"): _gl_group(78, "storecloud", roster={41: ("js", "admin")}),
+    ("gitlab", "system_hook.group_destroy.go-gitlab.json"): _gl_group(78, "storecloud",
+                                                                      roster={41: ("js", "admin")}),
+    ("gitlab", "system_hook.user_destroy.json"): _gl_group(78, "storecloud", roster={41: ("js", "admin")},
+                                                           provider={41: ("js", 40)}),
+}
+
+
+def _payload(provider: str, name: str) -> tuple[str, dict[str, Any]]:
+    if name == "organization.deleted":
+        # No corpus example exists for organization.deleted: the shape of
+        # organization.renamed, with the org that the setup connects.
+        body = json.loads((need_corpus() / "github" / "organization.renamed.json").read_text())
+        body.update({"action": "deleted", "organization": {"id": 1, "login": "octocat"},
+                     "installation": {"id": 2}})
+        body.pop("changes", None)
+        return "organization", body
+    path = need_corpus() / provider / name
+    event = _github_event(path) if provider == "github" else HOOKS.get(name.split(".")[0], "System Hook")
+    return event, json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(("provider", "name"), list(CONTRADICTED), ids=[f"{p}-{n}" for p, n in CONTRADICTED])
+def test_destructive_events_the_provider_contradicts_change_nothing(world: World, provider: str, name: str) -> None:
+    event, payload = _payload(provider, name)
+    ctx = CONTRADICTED[(provider, name)](world)
+    with world.session() as s:
+        from models import store
+
+        ctx["seq"] = max((a.seq for a in store.list_activity(s, limit=1_000_000)), default=0)
+    before = world.counts()
+    ws_before = world.workspace(ctx["ws"])
+    roster_before = world.roster(ctx["ws"])
+    post = (lambda: world.post_github(event, payload)) if provider == "github" \
+        else (lambda: world.post_gitlab(event, payload))
+    resp, status = _post_and_drain(world, post)
+    assert status == "processed"
+    d = world.delivery(resp.get_json()["delivery"])
+    assert d is not None and d.outcome is not None
+    assert d.outcome["result"] == "contradicted" and d.outcome["reason"]
+    ws = world.workspace(ctx["ws"])
+    assert (ws.status, ws.installation_id) == (ws_before.status, ws_before.installation_id) == (
+        "active", ws_before.installation_id)
+    assert world.roster(ctx["ws"]) == roster_before
+    after = world.counts()
+    assert (after["workspaces"], after["roster"]) == (before["workspaces"], before["roster"])
+    with world.session() as s:
+        from models import store
+
+        new = store.list_activity(s, after=ctx["seq"])
+    assert [a.action for a in new] == ["hint.contradicted"]
+    assert new[0].workspace_id == (ctx["ws"] if name != "system_hook.user_destroy.json" else None)

@@ -167,6 +167,10 @@ def test_unknown_installation_is_adopted_with_a_full_sync(world: World) -> None:
                              delivery="adopt-1")
     assert resp.get_json()["status"] == "queued"
     world.drain()
+    # Adoption queues its full sync (serialised and coalesced per org)
+    # instead of running it inside the delivery job.
+    assert len(world.sync_jobs()) == 1
+    world.drain_all()
     d = world.delivery("adopt-1")
     assert d is not None
     assert d.status == "processed", d.error
@@ -186,7 +190,7 @@ def test_any_event_naming_an_unknown_installation_adopts_it(world: World) -> Non
                "organization": {"id": 778, "login": "otherco"}, "installation": {"id": 71},
                "sender": {"id": 13, "login": "cat"}}
     assert world.post_github("team", payload).get_json()["status"] == "queued"
-    world.drain()
+    world.drain_all()
     with world.session() as s:
         ws = store.get_provider_workspace(s, "github", 778)
         assert ws is not None and ws.installation_id == 71
@@ -197,21 +201,41 @@ def test_any_event_naming_an_unknown_installation_adopts_it(world: World) -> Non
 
 
 def test_reinstall_on_a_disconnected_org_reconnects_it(world: World, octo: str) -> None:
+    world.server.github.revoke_installation(INST)
     world.post_github("installation", installation_event("deleted"))
     world.drain()
     assert world.workspace(octo).status == "disconnected"
-    world.post_github("installation", installation_event("created"))
+    # Reinstalled: GitHub gives the new installation a new id.
+    world.server.github.install(ORG_ID, 2)
+    world.post_github("installation", installation_event("created", installation_id=2))
     world.drain()
-    assert world.workspace(octo).status == "active"
+    ws = world.workspace(octo)
+    assert (ws.status, ws.installation_id) == ("active", 2)
     assert world.sync_jobs() == [f"sync-{octo}"]
 
 
-@pytest.mark.parametrize(("event", "payload", "status"), [
-    ("installation", installation_event("suspend"), "suspended"),
-    ("installation", installation_event("deleted"), "disconnected"),
-    ("organization", {"action": "deleted", "organization": {"id": ORG_ID, "login": LOGIN}}, "disconnected"),
-])
-def test_status_events(world: World, octo: str, event: str, payload: dict[str, Any], status: str) -> None:
+def _suspend(w: World) -> None:
+    w.server.github.suspend_installation(INST)
+
+
+def _uninstall(w: World) -> None:
+    w.server.github.revoke_installation(INST)
+
+
+def _delete_org(w: World) -> None:
+    w.server.github.delete_org(ORG_ID)
+
+
+@pytest.mark.parametrize(("event", "payload", "provider_change", "status"), [
+    ("installation", installation_event("suspend"), _suspend, "suspended"),
+    ("installation", installation_event("deleted"), _uninstall, "disconnected"),
+    ("organization", {"action": "deleted", "organization": {"id": ORG_ID, "login": LOGIN}}, _delete_org,
+     "disconnected"),
+], ids=["suspend", "installation.deleted", "organization.deleted"])
+def test_status_events(world: World, octo: str, event: str, payload: dict[str, Any],
+                       provider_change: Any, status: str) -> None:
+    if provider_change is not None:
+        provider_change(world)  # what GitHub says now confirms the hint
     world.post_github(event, payload)
     world.drain()
     ws = world.workspace(octo)
@@ -222,6 +246,7 @@ def test_status_events(world: World, octo: str, event: str, payload: dict[str, A
 
 
 def test_membership_events_on_a_suspended_workspace_are_ignored(world: World, octo: str) -> None:
+    world.server.github.suspend_installation(INST)
     world.post_github("installation", installation_event("suspend"))
     world.server.github.add_member(ORG_ID, *ALICE, "member")
     resp = world.post_github("organization", org_event("member_added"), delivery="susp")

@@ -251,3 +251,23 @@ def test_resync_wait_follows_the_job_on_real_redis(cli_env: dict[str, str], seed
     body = json.loads(out)
     assert body["results"][0]["run"]["result"] == "ok"
     assert "acme: ok (+1 -0 ~0" in err  # progress went to stderr, JSON to stdout
+
+
+def test_workspaces_reconnect_reads_the_provider_first(cli_env: dict[str, str], seeded: dict[str, str],
+                                                       server: FakeProviderServer) -> None:
+    as_json(run(cli_env, "workspaces", "disconnect", "acme", "--json"))
+    server.github.revoke_installation(INSTALLATION)
+    refused = CliRunner().invoke(main, ["workspaces", "reconnect", "acme"], env=cli_env)
+    assert refused.exit_code != 0
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not installed" in lines[0] and "nothing was changed" in lines[0]
+    assert as_json(run(cli_env, "workspaces", "show", "acme", "--json"))["status"] == "disconnected"
+
+    server.github.install(ORG_ID, INSTALLATION + 1)  # reinstalled
+    result = run(cli_env, "workspaces", "reconnect", "acme", "--json")
+    body = as_json(result)
+    assert body["result"] == "reconnected" and body["workspace"]["status"] == "active"
+    # Without REDIS_URL the full sync ran in this process: user3 joined.
+    assert "running the full sync in this process" in result.stderr
+    members = as_json(run(cli_env, "workspaces", "members", "acme", "--json"))["members"]
+    assert sorted(m["provider_user_id"] for m in members) == [1, 2, 3]

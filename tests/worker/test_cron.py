@@ -13,6 +13,7 @@ from tests.worker.conftest import Env
 from worker import jobs
 from worker.cron import (
     PRUNE_CRON,
+    RECONCILE_EVERY,
     RESYNC_TICK,
     SWEEP_EVERY,
     build_cron,
@@ -25,7 +26,9 @@ from worker.cron import (
 def test_cron_registers_the_periodic_jobs(env: Env) -> None:
     scheduler = build_cron(env.redis, env.runtime.settings, logging_level="WARNING")
     registered = {j.name: j for j in scheduler.get_jobs()}
-    assert set(registered) == {"schedule_resyncs", "sweep", "prune"}
+    assert set(registered) == {"schedule_resyncs", "sweep", "prune", "reconcile_installations"}
+    assert registered["reconcile_installations"].func_name == "worker.jobs.reconcile_installations"
+    assert registered["reconcile_installations"].interval == RECONCILE_EVERY == 60
     assert registered["schedule_resyncs"].func_name == "worker.jobs.schedule_resyncs"
     assert registered["schedule_resyncs"].interval == min(RESYNC_TICK, env.runtime.settings.resync_interval)
     assert registered["sweep"].interval == SWEEP_EVERY == 30
@@ -36,11 +39,11 @@ def test_cron_registers_the_periodic_jobs(env: Env) -> None:
 
     # The first pass enqueues the interval jobs at once (the prune waits for 03:17).
     enqueued = scheduler.enqueue_jobs()
-    assert {j.name for j in enqueued} == {"schedule_resyncs", "sweep"}
+    assert {j.name for j in enqueued} == {"schedule_resyncs", "sweep", "reconcile_installations"}
     from rq import Queue
 
-    assert [j.func_name for j in Queue("default", connection=env.redis).get_jobs()] == [
-        "worker.jobs.schedule_resyncs"]
+    assert sorted(j.func_name for j in Queue("default", connection=env.redis).get_jobs()) == [
+        "worker.jobs.reconcile_installations", "worker.jobs.schedule_resyncs"]
     assert [j.func_name for j in Queue("webhooks", connection=env.redis).get_jobs()] == ["worker.jobs.sweep"]
 
 
