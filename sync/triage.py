@@ -123,10 +123,14 @@ def triage_github(event: str, payload: dict[str, Any]) -> Intake:
         return Intake("ignore", "oauth grant revoked; orgsync stores no user token to revoke", lane)
     if key == ("organization", "member_invited"):
         return Intake("ignore", "an invitation gives no access until it is accepted", lane)
-    if t.installation_id is not None and not t.is_org and (key in GITHUB_ACTED_ON or event == "installation"):
-        # The payload says "user account", but payloads disagree on account
-        # kinds (GitHub's own examples); an installation the store holds as
-        # an org's is the worker's to judge, by reading the org.
+    if event == "installation" and t.installation_id is not None and lane is not None:
+        # Payloads disagree on account kinds (GitHub's own examples say "User"
+        # for org installations): the worker decides from GitHub's own
+        # installation record, one way for every action.
+        return Intake("work", lane=lane)
+    if t.installation_id is not None and not t.is_org and key in GITHUB_ACTED_ON:
+        # Another event the payload says is about a user account: one the
+        # store holds as an org's is still the worker's to judge.
         return Intake("check_installation", "installation on a user account, not an organization", lane,
                       installation_id=t.installation_id, work_if_known=True)
     if key in GITHUB_ACTED_ON:

@@ -192,7 +192,9 @@ def resync(session: Any, connection: redis.Redis | None, target: str, *, force: 
         job: str | None = None
         if connection is not None:
             try:
-                job = wake(connection, lane, queue="sync") or pending_wake(connection, lane)
+                # An operator's resync always rings: a pending flag whose job
+                # was lost would otherwise hold it back until the sweep.
+                job = wake(connection, lane, queue="sync", force=True)
             except redis.RedisError:
                 job = None
         out.append({"workspace": ws.id, "job": job})
@@ -209,7 +211,7 @@ def replay_delivery(session: Any, connection: redis.Redis | None, delivery_id: s
     job: str | None = None
     if connection is not None:
         try:
-            job = wake(connection, lane) or pending_wake(connection, lane)
+            job = wake(connection, lane, force=True)
         except redis.RedisError:
             job = None
     return {"delivery": delivery_id, "status": "queued" if job else "received", "job": job}
