@@ -77,26 +77,26 @@ def create_user() -> Any:
     return _reply(201, {"user": users.user_ref(user), "personal_workspace": data["personal_workspace"]})
 
 
-@bp.get("/v1/users/<ref>")
+@bp.get("/v1/users/<user>")
 @require_token("service")
-def get_user(ref: str) -> Any:
+def get_user(user: str) -> Any:
     with services().session() as s:
-        return jsonify(users.user_to_dict(s, _user(s, ref)))
+        return jsonify(users.user_to_dict(s, _user(s, user)))
 
 
-@bp.get("/v1/users/<ref>/workspaces")
+@bp.get("/v1/users/<user>/workspaces")
 @require_token("service")
-def user_workspaces(ref: str) -> Any:
+def user_workspaces(user: str) -> Any:
     with services().session() as s:
-        return jsonify(users.workspaces_body(s, _user(s, ref)))
+        return jsonify(users.workspaces_body(s, _user(s, user)))
 
 
-@bp.get("/v1/workspaces/<ref>/access/<user_ref>")
+@bp.get("/v1/workspaces/<ref>/access/<user>")
 @require_token("service")
-def access(ref: str, user_ref: str) -> Any:
+def access(ref: str, user: str) -> Any:
     with services().session() as s:
         ws = store.find_workspace(s, ref)
-        return jsonify(users.access_body(s, ws, _user(s, user_ref)))
+        return jsonify(users.access_body(s, ws, _user(s, user)))
 
 
 # --------------------------------------------------------------------------- workspaces
@@ -207,23 +207,23 @@ def deny_request(ref: str, request_id: str) -> Any:
 # --------------------------------------------------------------------------- members
 
 
-@bp.patch("/v1/workspaces/<ref>/members/<user_ref>")
+@bp.patch("/v1/workspaces/<ref>/members/<user>")
 @require_token("service")
-def change_member(ref: str, user_ref: str) -> Any:
+def change_member(ref: str, user: str) -> Any:
     with services().session() as s:
         actor = managed.Actor(_acting_user(s))
         body = _body()
         if "role" not in body:
             raise ApiError(400, "invalid_request", 'The body needs "role".')
         ws = store.find_workspace(s, ref)
-        m = managed.change_role(s, ws, _user(s, user_ref), body["role"], actor)
+        m = managed.change_role(s, ws, _user(s, user), body["role"], actor)
         return jsonify({"member": managed.member_to_dict(s, ws, m)})
 
 
-@bp.delete("/v1/workspaces/<ref>/members/<user_ref>")
+@bp.delete("/v1/workspaces/<ref>/members/<user>")
 @require_token("service")
-def remove_member(ref: str, user_ref: str) -> Any:
+def remove_member(ref: str, user: str) -> Any:
     with services().session() as s:
         actor = managed.Actor(_acting_user(s))
-        managed.remove_member(s, store.find_workspace(s, ref), _user(s, user_ref), actor)
+        managed.remove_member(s, store.find_workspace(s, ref), _user(s, user), actor)
     return _no_content()
