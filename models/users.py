@@ -117,7 +117,7 @@ def sign_up(session: Session, username: str) -> User:
 # --------------------------------------------------------------------------- roles
 
 
-def _roles(user_id: str) -> Select[Any]:
+def _roles(user_id: str) -> Select[str, str, str, str, str | None, str | None, str, str]:
     """Workspace columns with the user's membership role and roster role.
 
     The roster is joined through the user's identity at the workspace's

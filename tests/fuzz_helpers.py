@@ -143,7 +143,7 @@ def seed(fa: FuzzApp) -> dict[str, str]:
         inv, token = managed.create_invitation(s, team, "member", managed.OPERATOR)
         req, _ = managed.request_to_join(s, token, bob)
         dave = users.sign_up(s, "dave")
-        inv2, token2 = managed.create_invitation(s, team, "admin", managed.OPERATOR)
+        _inv2, token2 = managed.create_invitation(s, team, "admin", managed.OPERATOR)
         managed.decide_request(s, team, managed.request_to_join(s, token2, dave)[0].id, True, managed.OPERATOR)
         ids = {"alice": alice.id, "bob": bob.id, "github_ws": gh.id, "gitlab_ws": gl.id,
                "github_name": gh.name, "gitlab_name": gl.name, "team": team.id, "dave": dave.id,
