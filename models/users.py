@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, union
+from sqlalchemy import Select, and_, case, func, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from models import store
@@ -49,7 +49,28 @@ def resolve_user(session: Session, ref: str) -> User:
         if ident is None:
             raise UserNotFound(f"no account is linked to {provider} user {uid}")
         return ident.user
-    return store.get_user(session, ref)
+    # Id or username in one statement (an id match wins): the hot reads pay
+    # one round trip per reference.
+    user = session.scalar(
+        select(User).where(or_(User.id == ref, User.username_lower == ref.lower()))
+        .order_by(case((User.id == ref, 0), else_=1)).limit(1)
+    )
+    if user is None:
+        raise UserNotFound(f"no user {ref!r}")
+    return user
+
+
+def find_workspace(session: Session, ref: str) -> Workspace:
+    """store.find_workspace, with an id or a name answered in one statement."""
+    ref = (ref or "").strip()
+    if ref and "\x00" not in ref and ":" not in ref:
+        ws = session.scalar(
+            select(Workspace).where(or_(Workspace.id == ref, Workspace.name_lower == ref.lower()))
+            .order_by(case((Workspace.id == ref, 0), else_=1)).limit(1)
+        )
+        if ws is not None:
+            return ws
+    return store.find_workspace(session, ref)
 
 
 def transfer_target(session: Session, ws: Workspace, ref: str) -> User:
@@ -156,20 +177,36 @@ def role_of(session: Session, ws: Workspace, user: User) -> str | None:
 
 def user_workspaces(session: Session, user: User) -> list[dict[str, Any]]:
     """Every workspace the user can use, with kind, role, status and
-    subscription, sorted by name (what `workspace ls` shows)."""
-    candidates = union(
-        select(Workspace.id).where(Workspace.owner_id == user.id),
-        select(Membership.workspace_id).where(Membership.user_id == user.id),
-        select(RosterEntry.workspace_id)
-        .join(Identity, Identity.provider_user_id == RosterEntry.provider_user_id)
-        .join(Workspace, and_(Workspace.id == RosterEntry.workspace_id, Workspace.provider == Identity.provider))
-        .where(Identity.user_id == user.id),
-    ).subquery()
-    rows = session.execute(
-        _roles(user.id).where(Workspace.id.in_(select(candidates.c.id))).order_by(Workspace.name_lower)
-    )
+    subscription, sorted by name (what `workspace ls` shows).
+
+    One statement: the three ways in (membership, roster entry through the
+    user's identity at that provider, ownership) each walk their own index,
+    joined by UNION ALL; a workspace reached twice is merged here.
+    """
+    cols = (Workspace.id, Workspace.name, Workspace.name_lower, Workspace.kind, Workspace.status,
+            Workspace.subscription_plan, Workspace.owner_id)
+    none = null().cast(Membership.role.type)
+    by_membership = (select(*cols, Membership.role.label("member_role"), none.label("roster_role"))
+                     .join(Membership, Membership.workspace_id == Workspace.id)
+                     .where(Membership.user_id == user.id))
+    by_roster = (select(*cols, none, RosterEntry.role)
+                 .join(RosterEntry, RosterEntry.workspace_id == Workspace.id)
+                 .join(Identity, and_(Identity.provider_user_id == RosterEntry.provider_user_id,
+                                      Identity.provider == Workspace.provider))
+                 .where(Identity.user_id == user.id))
+    by_owner = select(*cols, none, none).where(Workspace.owner_id == user.id)
+    merged: dict[str, list[Any]] = {}
+    for row in session.execute(union_all(by_membership, by_roster, by_owner)):
+        seen = merged.get(row[0])
+        if seen is None:
+            merged[row[0]] = list(row)
+        else:
+            seen[7] = seen[7] or row[7]
+            seen[8] = seen[8] or row[8]
     out = []
-    for ws_id, name, kind, status, plan, owner_id, member_role, roster_role in rows:
+    for ws_id, name, name_lower, kind, status, plan, owner_id, member_role, roster_role in sorted(
+        merged.values(), key=lambda r: r[2]
+    ):
         role = _effective(user.id, kind, status, owner_id, member_role, roster_role)
         if role is not None:
             out.append({"id": ws_id, "name": name, "kind": kind, "role": role, "status": status,
