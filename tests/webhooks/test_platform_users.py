@@ -117,7 +117,7 @@ def test_user_workspaces_lists_every_kind_sorted_by_name(world: World, cast: Cas
         store.set_subscription(s, team, "pro", actor="test")
         # gha is an admin of acme and of gone (disconnected: no access) and
         # now a member of a managed workspace too.
-        inv, token = managed.create_invitation(s, team, "billing", managed.OPERATOR)
+        _inv, token = managed.create_invitation(s, team, "billing", managed.OPERATOR)
         req, _ = managed.request_to_join(s, token, store.get_user(s, "gha"))
         managed.decide_request(s, team, req.id, True, managed.OPERATOR)
     body = call(world, "GET", "/v1/users/github:2/workspaces").get_json()
