@@ -10,3 +10,9 @@ app = Flask("bare")
 def accept() -> object:
     request.get_data()
     return jsonify({"status": "queued"}), 202
+
+
+@app.get("/v1/<path:_rest>")
+def read(_rest: str) -> object:
+    # The baseline for GET benchmarks (bench/platform_bench.py).
+    return jsonify({"status": "ok"}), 202

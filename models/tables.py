@@ -73,6 +73,8 @@ class Workspace(Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_org_id", name="uq_workspaces_provider_org"),
         Index("ix_workspaces_provider_login", "provider", "provider_org_login_lower"),
+        # A user's workspaces are found by owner, membership and roster entry.
+        Index("ix_workspaces_owner_id", "owner_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -139,6 +141,7 @@ class Membership(Base):
     """Direct membership: owners, and members of managed workspaces."""
 
     __tablename__ = "memberships"
+    __table_args__ = (Index("ix_memberships_user_id", "user_id"),)
 
     workspace_id: Mapped[str] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
@@ -149,15 +152,43 @@ class Membership(Base):
 
 
 class Invitation(Base):
+    """An invitation to a managed workspace.
+
+    Link invitations (the platform API) name no user: whoever opens the link
+    may ask to join, and the owner or an admin decides. Only a hash of the
+    link's secret token is kept, so a database reader cannot join anywhere.
+    """
+
     __tablename__ = "invitations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    # invited -> requested -> approved | denied
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # Named user: invited -> requested -> approved | denied. Link: active | revoked.
     status: Mapped[str] = mapped_column(String(16), default="invited")
     role: Mapped[str] = mapped_column(String(16), default="member")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class JoinRequest(Base):
+    """A user's request to join a managed workspace through an invitation link."""
+
+    __tablename__ = "join_requests"
+    __table_args__ = (Index("ix_join_requests_workspace_status", "workspace_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    invitation_id: Mapped[int] = mapped_column(ForeignKey("invitations.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))
+    # requested -> approved | denied
+    status: Mapped[str] = mapped_column(String(16), default="requested")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(255))
 
 
 class Counter(Base):

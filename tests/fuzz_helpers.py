@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from models import deliveries, store
+from models import deliveries, managed, store, users
 from models.base import Base
 from models.config import Settings
 from webhooks.app import create_app
@@ -137,8 +137,17 @@ def seed(fa: FuzzApp) -> dict[str, str]:
                                    None, status=deliveries.IGNORED, outcome={"result": "ignored"})
         s.flush()
         deliveries.mark_failed(s, "dlv-failed", "boom")
+        # The platform API's objects: a managed workspace with a member, a
+        # link invitation and a pending request to join.
+        team = managed.create_workspace(s, "team", alice, managed.OPERATOR)
+        inv, token = managed.create_invitation(s, team, "member", managed.OPERATOR)
+        req, _ = managed.request_to_join(s, token, bob)
+        dave = users.sign_up(s, "dave")
+        _inv2, token2 = managed.create_invitation(s, team, "admin", managed.OPERATOR)
+        managed.decide_request(s, team, managed.request_to_join(s, token2, dave)[0].id, True, managed.OPERATOR)
         ids = {"alice": alice.id, "bob": bob.id, "github_ws": gh.id, "gitlab_ws": gl.id,
-               "github_name": gh.name, "gitlab_name": gl.name}
+               "github_name": gh.name, "gitlab_name": gl.name, "team": team.id, "dave": dave.id,
+               "token": token, "invitation": str(inv.id), "request": str(req.id)}
     fa.seeded = ids
     return ids
 

@@ -32,6 +32,7 @@ import hmac
 import itertools
 import json
 import os
+import re
 import string
 import time
 import uuid
@@ -231,6 +232,23 @@ def test_schemathesis_anonymous(
     report(tally.line(f"schemathesis anonymous/{tokens} {method} {path}"))
 
 
+def _platform_cases(path: str, refs: dict[str, str]) -> list[dict[str, Any]]:
+    """Platform API operations reach their rules only with real users, tokens
+    and ids: the seeded managed workspace, invitation and request, each acting
+    user (owner, pending requester, admin, a provider reference)."""
+    names = set(re.findall(r"{(\w+)}", path))
+    takes_user = any(p.get("name") == "X-Orgsync-User"
+                     for item in DOC["paths"][path].values() for p in item.get("parameters", []))
+    if not takes_user and not names & {"user", "token", "invitation_id", "request_id"}:
+        return []
+    params = {"ref": refs["team"], "user": "dave", "token": refs["token"],
+              "invitation_id": refs["invitation"], "request_id": refs["request"]}
+    chosen = {k: v for k, v in params.items() if k in names}
+    return [{"path_parameters": chosen, "headers": {"X-Orgsync-User": actor}} if chosen
+            else {"headers": {"X-Orgsync-User": actor}}
+            for actor in ("alice", refs["bob"], "dave", "github:501")]
+
+
 @pytest.mark.parametrize(("method", "path", "security"), OPERATIONS,
                          ids=[f"{m} {p}" for m, p, _ in OPERATIONS])
 def test_schemathesis_authenticated(
@@ -257,6 +275,7 @@ def test_schemathesis_authenticated(
         fixed += [{"path_parameters": {"ref": refs["github_ws"]}, "body": {"plan": p}} for p in ("pro", None)]
     if path == "/v1/admin/resync":
         fixed += [{"body": {"target": t}} for t in ("all", refs["github_name"], "nope")]
+    fixed += _platform_cases(path, refs)
     token = {"admin": ADMIN_TOKEN, "service": SERVICE_TOKEN}.get(kind or "")
     tally = Tally()
 

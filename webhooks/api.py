@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, jsonify, request
 
-from models import deliveries, store
+from models import deliveries, store, users
 from sync.context import build_sync_context
 from sync.errors import ProviderError, ProviderSaysGone, RateLimited, TransientProviderError
 from sync.installations import reconnect_workspace
@@ -183,7 +183,7 @@ def admin_transfer(ref: str) -> Any:
         raise ApiError(400, "invalid_request", 'The body needs "to": a user id or username.')
     with services().session() as s:
         ws = store.find_workspace(s, ref)
-        store.transfer_ownership(s, ws, store.get_user(s, to.strip()), actor="operator")
+        store.transfer_ownership(s, ws, users.transfer_target(s, ws, to.strip()), actor="operator")
         s.refresh(ws)  # the owner relationship was loaded before the change
         return jsonify(store.workspace_to_dict(ws))
 

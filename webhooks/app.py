@@ -21,6 +21,7 @@ _BLUEPRINTS = (
     "webhooks.logins",
     "webhooks.oidc_api",
     "webhooks.api",
+    "webhooks.platform",
     "webhooks.observability",
 )
 

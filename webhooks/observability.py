@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from models import queries
+from webhooks import platform_openapi
 from webhooks.services import services
 from worker.runtime import Runtime
 
@@ -427,6 +428,8 @@ def build_openapi() -> dict[str, Any]:
                           **_errors(400, 401, 403, 404, 409)},
         }},
     }
+    for path, item in platform_openapi.paths().items():
+        paths.setdefault(path, {}).update(item)
     return {
         "openapi": "3.0.3",
         "info": {"title": "orgsync", "version": "1.0.0",
@@ -434,7 +437,7 @@ def build_openapi() -> dict[str, Any]:
                                 "provider workspaces."},
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **platform_openapi.SCHEMAS},
             "securitySchemes": {
                 "serviceToken": {"type": "http", "scheme": "bearer",
                                  "description": "ORGSYNC_SERVICE_TOKEN"},

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from models.config import ConfigError, load_settings
+from worker.cli_platform import WORKSPACE_COMMANDS, users_group
 from worker.runtime import Runtime, set_runtime
 
 
@@ -277,12 +278,12 @@ def _store_call(fn: Callable[[], Any]) -> Any:
 @pass_ctx
 def workspaces_transfer(ctx: _Ctx, ref: str, to: str, as_json: bool) -> None:
     """Transfer a workspace's ownership (and billing) to another member."""
-    from models import store
+    from models import store, users
 
     def act() -> dict[str, Any]:
         with ctx.runtime.session() as s:
             ws = store.find_workspace(s, ref)
-            store.transfer_ownership(s, ws, store.get_user(s, to), actor="operator")
+            store.transfer_ownership(s, ws, users.transfer_target(s, ws, to), actor="operator")
             s.refresh(ws)  # the owner relationship was loaded before the change
             return store.workspace_to_dict(ws)
 
@@ -374,6 +375,11 @@ def workspaces_subscription(ctx: _Ctx, ref: str, plan: str | None, no_plan: bool
 
     data = _store_call(act)
     emit(data, as_json, lambda w: click.echo(f"{w['name']}: subscription {w['subscription'] or 'none'}"))
+
+
+for _command in WORKSPACE_COMMANDS:
+    workspaces.add_command(_command)
+main.add_command(users_group, "users")
 
 
 # ------------------------------------------------------------------ resync

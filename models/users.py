@@ -1,0 +1,259 @@
+"""Users as the platform sees them: references, sign-up without a provider,
+the workspaces a user can use and the authorization question ("may this user
+deploy with this workspace?").
+
+The two hot reads (a user's workspaces, one access check) are a fixed number
+of SQL statements whatever the number of workspaces: the roles come from one
+statement that joins memberships and roster entries, instead of one lookup
+per workspace.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import Select, and_, case, func, null, or_, select, union_all
+from sqlalchemy.orm import Session
+
+from models import store
+from models.errors import InvalidTransfer, UserNotFound
+from models.ids import parse_id
+from models.platform_errors import InvalidUsername, UsernameTaken
+from models.tables import Identity, Membership, RosterEntry, User, Workspace
+
+PROVIDERS = ("github", "gitlab")
+# Usernames never contain ':' (so "github:12" is always a provider reference)
+# and never look like account ids, so every reference means one thing.
+_USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+# --------------------------------------------------------------------------- references
+
+
+def resolve_user(session: Session, ref: str) -> User:
+    """A user by account id, username (case-insensitive), or ``github:<id>`` /
+    ``gitlab:<id>`` (the provider's numeric user id, never a login)."""
+    ref = (ref or "").strip()
+    if not ref or "\x00" in ref or len(ref) > 300:
+        # PostgreSQL refuses text with NUL; such a user cannot exist.
+        raise UserNotFound("no user with that reference")
+    prefix, sep, rest = ref.partition(":")
+    if sep:
+        provider = prefix.lower()
+        if provider not in PROVIDERS:
+            raise UserNotFound(f"no user {ref!r}: a reference is an id, a username, github:<id> or gitlab:<id>")
+        uid = parse_id(rest)
+        if uid is None:
+            raise UserNotFound(f"no user {ref!r}: {provider}:<id> takes the numeric {provider} user id")
+        ident = store.get_identity(session, provider, uid)
+        if ident is None:
+            raise UserNotFound(f"no account is linked to {provider} user {uid}")
+        return ident.user
+    # Id or username in one statement (an id match wins): the hot reads pay
+    # one round trip per reference.
+    user = session.scalar(
+        select(User).where(or_(User.id == ref, User.username_lower == ref.lower()))
+        .order_by(case((User.id == ref, 0), else_=1)).limit(1)
+    )
+    if user is None:
+        raise UserNotFound(f"no user {ref!r}")
+    return user
+
+
+def find_workspace(session: Session, ref: str) -> Workspace:
+    """store.find_workspace, with an id or a name answered in one statement."""
+    ref = (ref or "").strip()
+    if ref and "\x00" not in ref and ":" not in ref:
+        ws = session.scalar(
+            select(Workspace).where(or_(Workspace.id == ref, Workspace.name_lower == ref.lower()))
+            .order_by(case((Workspace.id == ref, 0), else_=1)).limit(1)
+        )
+        if ws is not None:
+            return ws
+    return store.find_workspace(session, ref)
+
+
+def transfer_target(session: Session, ws: Workspace, ref: str) -> User:
+    """The user an operator names as the new owner.
+
+    A provider org member who never logged in is in the roster but has no
+    account: say that, rather than "no user", so the operator knows what to
+    ask of them.
+    """
+    try:
+        return resolve_user(session, ref)
+    except UserNotFound:
+        if ws.kind != "provider":
+            raise
+    wanted = ref.strip()
+    if "\x00" in wanted:
+        raise UserNotFound("no user with that reference")
+    uid = parse_id(wanted.partition(":")[2] if ":" in wanted else wanted)
+    # Logins are case-insensitive at the providers.
+    cond = func.lower(RosterEntry.login) == wanted.lower()
+    if uid is not None:
+        cond = cond | (RosterEntry.provider_user_id == uid)
+    entry = session.scalar(select(RosterEntry).where(RosterEntry.workspace_id == ws.id, cond).limit(1))
+    if entry is not None:
+        raise InvalidTransfer(
+            f"{entry.login} ({ws.provider} user {entry.provider_user_id}) is a member of the "
+            f"{ws.provider} org of {ws.name!r} but has no account yet; they can become owner "
+            "once they have logged in"
+        )
+    raise UserNotFound(f"no user {ref!r}, and nobody by that name is in the {ws.provider} org of {ws.name!r}")
+
+
+# --------------------------------------------------------------------------- sign-up
+
+
+def sign_up(session: Session, username: str) -> User:
+    """An account made without a provider login, with its personal workspace.
+
+    Unlike a first login (which picks a free variant of the provider login),
+    the person chose this name: a taken one is refused, not altered.
+    """
+    if not isinstance(username, str) or not _USERNAME_RE.match(username) or username.lower().startswith(
+        ("usr_", "ws_")
+    ):
+        raise InvalidUsername(
+            "a username is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            "and must not look like an id"
+        )
+    if session.scalar(select(User.id).where(User.username_lower == username.lower())) is not None:
+        raise UsernameTaken(f"the username {username!r} is taken")
+    user_id = store.new_id("usr")
+    user = User(id=user_id, username=username, username_lower=username.lower())
+    session.add(user)
+    session.flush()
+    ws_name = username if store._name_free(session, username) else f"{username}-personal"
+    if not store._name_free(session, ws_name):
+        ws_name = f"{username}-personal-{user_id[4:10]}"
+    # The person signs up on their own behalf: the entries say so.
+    store._create_owned_workspace(session, ws_name, "personal", user, f"user:{user_id}",
+                                  {"kind": "personal", "user": user_id}, personal=True)
+    session.flush()
+    return user
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def _roles(user_id: str) -> Select[str, str, str, str, str | None, str | None, str, str]:
+    """Workspace columns with the user's membership role and roster role.
+
+    The roster is joined through the user's identity at the workspace's
+    provider (by numeric id), so one statement answers for every kind.
+    """
+    return (
+        select(Workspace.id, Workspace.name, Workspace.kind, Workspace.status, Workspace.subscription_plan,
+               Workspace.owner_id, Membership.role, RosterEntry.role)
+        .select_from(Workspace)
+        .outerjoin(Membership, and_(Membership.workspace_id == Workspace.id, Membership.user_id == user_id))
+        .outerjoin(Identity, and_(Identity.user_id == user_id, Identity.provider == Workspace.provider))
+        .outerjoin(RosterEntry, and_(RosterEntry.workspace_id == Workspace.id,
+                                     RosterEntry.provider_user_id == Identity.provider_user_id))
+    )
+
+
+def _effective(user_id: str, kind: str, status: str, owner_id: str | None,
+               member_role: str | None, roster_role: str | None) -> str | None:
+    """The same answer as store.role_in, from one row of _roles."""
+    if owner_id == user_id:
+        return "owner"
+    if kind != "provider":
+        return member_role
+    # Roster-derived access ends while a provider workspace is suspended or
+    # disconnected; only the owner keeps it.
+    return roster_role if status == "active" else None
+
+
+def role_of(session: Session, ws: Workspace, user: User) -> str | None:
+    """The user's role in the workspace (one statement), or None."""
+    row = session.execute(_roles(user.id).where(Workspace.id == ws.id)).one_or_none()
+    if row is None:
+        return None
+    return _effective(user.id, row[2], row[3], row[5], row[6], row[7])
+
+
+def user_workspaces(session: Session, user: User) -> list[dict[str, Any]]:
+    """Every workspace the user can use, with kind, role, status and
+    subscription, sorted by name (what `workspace ls` shows).
+
+    One statement: the three ways in (membership, roster entry through the
+    user's identity at that provider, ownership) each walk their own index,
+    joined by UNION ALL; a workspace reached twice is merged here.
+    """
+    cols = (Workspace.id, Workspace.name, Workspace.name_lower, Workspace.kind, Workspace.status,
+            Workspace.subscription_plan, Workspace.owner_id)
+    none = null().cast(Membership.role.type)
+    by_membership = (select(*cols, Membership.role.label("member_role"), none.label("roster_role"))
+                     .join(Membership, Membership.workspace_id == Workspace.id)
+                     .where(Membership.user_id == user.id))
+    by_roster = (select(*cols, none, RosterEntry.role)
+                 .join(RosterEntry, RosterEntry.workspace_id == Workspace.id)
+                 .join(Identity, and_(Identity.provider_user_id == RosterEntry.provider_user_id,
+                                      Identity.provider == Workspace.provider))
+                 .where(Identity.user_id == user.id))
+    by_owner = select(*cols, none, none).where(Workspace.owner_id == user.id)
+    merged: dict[str, list[Any]] = {}
+    for row in session.execute(union_all(by_membership, by_roster, by_owner)):
+        seen = merged.get(row[0])
+        if seen is None:
+            merged[row[0]] = list(row)
+        else:
+            seen[7] = seen[7] or row[7]
+            seen[8] = seen[8] or row[8]
+    out = []
+    for ws_id, name, name_lower, kind, status, plan, owner_id, member_role, roster_role in sorted(
+        merged.values(), key=lambda r: r[2]
+    ):
+        role = _effective(user.id, kind, status, owner_id, member_role, roster_role)
+        if role is not None:
+            out.append({"id": ws_id, "name": name, "kind": kind, "role": role, "status": status,
+                        "subscription": plan})
+    return out
+
+
+def can_deploy(ws: Workspace, role: str | None) -> bool:
+    """A role, an active workspace and an active subscription, together."""
+    return role is not None and ws.status == "active" and ws.subscription_plan is not None
+
+
+# --------------------------------------------------------------------------- views
+
+
+def user_ref(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username}
+
+
+def workspace_ref(ws: Workspace) -> dict[str, Any]:
+    return {"id": ws.id, "name": ws.name, "kind": ws.kind, "status": ws.status,
+            "subscription": ws.subscription_plan}
+
+
+def user_to_dict(session: Session, user: User) -> dict[str, Any]:
+    personal = session.execute(
+        select(Workspace.id, Workspace.name).where(Workspace.personal_user_id == user.id)
+    ).one_or_none()
+    return {
+        "id": user.id,
+        "username": user.username,
+        "identities": [
+            {"provider": i.provider, "provider_user_id": i.provider_user_id, "login": i.login}
+            for i in sorted(user.identities, key=lambda i: i.provider)
+        ],
+        "personal_workspace": {"id": personal[0], "name": personal[1]} if personal else None,
+    }
+
+
+def workspaces_body(session: Session, user: User) -> dict[str, Any]:
+    """GET /v1/users/<ref>/workspaces (also `orgsync users workspaces --json`)."""
+    return {"user": user_ref(user), "workspaces": user_workspaces(session, user)}
+
+
+def access_body(session: Session, ws: Workspace, user: User) -> dict[str, Any]:
+    """GET /v1/workspaces/<ref>/access/<user ref>."""
+    role = role_of(session, ws, user)
+    return {"workspace": workspace_ref(ws), "user": user_ref(user), "role": role,
+            "can_deploy": can_deploy(ws, role)}
+
