@@ -752,7 +752,14 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, fork: bool,
             # The worker's constructor already talks to Redis.
             w = cls([get_queue(n, rt.redis) for n in names], connection=rt.redis)
             w.work(burst=burst)
-            return
+            if burst or w._stop_requested:
+                return
+            # RQ's loop also ends, without raising, on a Redis timeout or an
+            # error of its own; exiting 0 then would look like a clean stop to
+            # a restart-on-failure supervisor. Work again instead.
+            log.warning("worker.loop_ended", retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
         except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
             # RQ survives a Redis outage only while idle in dequeue; one that
             # hits it mid-loop would end the process. A blip must not leave

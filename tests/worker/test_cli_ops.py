@@ -271,3 +271,30 @@ def test_workspaces_reconnect_reads_the_provider_first(cli_env: dict[str, str], 
     assert "running the full sync in this process" in result.stderr
     members = as_json(run(cli_env, "workspaces", "members", "acme", "--json"))["members"]
     assert sorted(m["provider_user_id"] for m in members) == [1, 2, 3]
+
+
+@pytest.mark.redis
+def test_worker_does_not_exit_zero_when_rqs_loop_ends_on_its_own(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ's work() returns, without raising, on a Redis timeout; a worker that
+    then exited 0 would look like a clean stop to a restart-on-failure
+    supervisor. It works again; only a requested stop ends it."""
+    from rq import SimpleWorker
+
+    from tests.conftest import need_redis
+
+    url = need_redis()
+    calls: list[int] = []
+
+    def work(self: SimpleWorker, burst: bool = False, **kwargs: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 2:
+            self._stop_requested = True  # a SIGTERM's warm shutdown
+        return False
+
+    monkeypatch.setattr(SimpleWorker, "work", work)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    result = CliRunner().invoke(main, ["worker"], env={**cli_env, "REDIS_URL": url})
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2
