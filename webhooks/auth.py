@@ -1,7 +1,6 @@
 """Bearer-token checks for the service and admin APIs."""
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, Literal, TypeVar
@@ -10,6 +9,7 @@ from flask import request
 
 from webhooks.errors import ApiError
 from webhooks.services import services
+from webhooks.signatures import token_matches
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,15 +20,6 @@ def _bearer() -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
-
-
-def token_matches(presented: str, configured: tuple[str, ...]) -> bool:
-    # Compare against every configured token (rotation) in constant time, and
-    # do not stop at the first match, so timing says nothing about which one.
-    ok = False
-    for token in configured:
-        ok |= hmac.compare_digest(presented.encode(), token.encode())
-    return ok
 
 
 def require_token(kind: Literal["admin", "service"]) -> Callable[[F], F]:
