@@ -82,13 +82,13 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.engine import Engine
 
 from models import store
 from models.base import Base, make_engine
 from models.config import Settings
-from models.tables import Activity, Counter, Delivery, Identity, RosterEntry, SyncRun, Workspace
+from models.tables import Activity, Counter, Delivery, Identity, RosterEntry, SyncRun, Workspace, utcnow
 from sync.context import SyncContext
 from sync.errors import RateLimited, TransientProviderError
 from sync.events import process_delivery
@@ -784,6 +784,49 @@ class Convergence(RuleBasedStateMachine):
         for o in self.orgs:  # a delivery never removes someone still at the provider
             lost = set(before[o.workspace_id]) - set(self.roster(o))
             assert not lost & set(self.truth(o)), (lost, self.truth(o), self._delivery(delivery))
+
+    @precondition(lambda self: bool(self.pending))
+    @rule(pick=st.integers(0, 1000), fault=st.sampled_from([None, None, None, "rate_limit", "error"]),
+          claim_limit=st.sampled_from([1, 2, 500]))
+    def drain_lane(self, pick: int, fault: str | None, claim_limit: int) -> None:
+        """The pipeline's way: drain every due delivery of one lane as a batch
+        (hints merged, a listing when that is cheaper, owed full syncs run),
+        sometimes while the provider fails; what fails is due again later."""
+        from sync import batch
+
+        delivery = self.pending[pick % len(self.pending)]
+        with self.ctx.session() as s:
+            row = s.get(Delivery, delivery)
+            assert row is not None and row.org_key
+            lane = row.org_key
+            # Whatever a fault made due later is due now (time passes).
+            s.execute(update(Delivery).where(Delivery.org_key == lane, Delivery.status.in_(
+                ("received", "retrying", "deferred"))).values(due_at=utcnow()))
+        if fault is not None:
+            self._install_fault(fault, scope="all")
+        before = {o.workspace_id: self.roster(o) for o in self.orgs}
+        settle = batch.SETTLE
+        batch.SETTLE = 0.0  # no burst to wait for: the rule runs in no time
+        try:
+            batch.Drain(self.ctx, lane, f"machine-{uuid.uuid4().hex[:8]}", clear_wake=lambda: None,
+                        wake=lambda other: None, claim_limit=claim_limit).run()
+        finally:
+            batch.SETTLE = settle
+            self._clear_faults()
+        _count("lanes_drained")
+        for d in list(self.pending):
+            status = self._delivery(d)["status"]
+            if status not in ("processed", "ignored", "failed"):
+                continue
+            self.pending.remove(d)
+            self.finished.append(d)
+            _count(f"deliveries_{status}_in_batch")
+            if fault is None:
+                assert status in ("processed", "ignored"), (status, self._delivery(d))
+                self.check_delivery_outcome(d)
+        for o in self.orgs:  # a batch never removes someone still at the provider
+            lost = set(before[o.workspace_id]) - set(self.roster(o))
+            assert not lost & set(self.truth(o)), (lost, self.truth(o))
 
     def check_delivery_outcome(self, delivery: str) -> None:
         """A processed delivery re-read the provider: what it names now
