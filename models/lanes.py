@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -173,6 +173,11 @@ def lane_is_free(session: Session, lane: str, *, now: datetime | None = None) ->
     now = now or utcnow()
     row = session.get(WorkLane, lane, populate_existing=True)
     return row is None or row.leased_until is None or as_utc(row.leased_until) < now  # type: ignore[operator]
+
+
+def count_owed_full_syncs(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(WorkLane)
+                              .where(WorkLane.full_sync_due_at.is_not(None))) or 0)
 
 
 def pending_full_syncs(session: Session, lanes_: list[str]) -> dict[str, datetime]:

@@ -561,7 +561,8 @@ def status(ctx: _Ctx, as_json: bool) -> None:
         for h in d["held"]:
             click.echo(f"HELD {h['name']}: {h['reason']} (orgsync resync {h['name']} --force applies it)")
         dl = d["deliveries"]
-        click.echo(f"deliveries: {dl['pending']} pending, {dl['failed']} failed, {dl['deferred']} deferred")
+        click.echo(f"deliveries: {dl['pending']} pending, {dl['failed']} failed, {dl['deferred']} deferred, "
+                   f"{dl['retrying']} retrying; full syncs owed: {d['full_syncs_owed']}")
         if d["queues"] is None:
             click.echo("queues: " + d.get("queues_error", "embedded (inside the orgsync dev process)"))
         else:

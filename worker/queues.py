@@ -246,8 +246,12 @@ def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any
             "pending": sum(counts.get(s, 0) for s in deliveries.PENDING),
             "failed": counts.get(deliveries.FAILED, 0),
             "deferred": counts.get(deliveries.DEFERRED, 0),
+            "retrying": counts.get(deliveries.RETRYING, 0),
             "by_status": counts,
         },
+        # Full syncs owed (due times on the orgs' lanes, a retry's or a rate
+        # limit's included): what the database says is still to do.
+        "full_syncs_owed": lane_store.count_owed_full_syncs(session),
         "queues": None,
     }
     if connection is not None:
