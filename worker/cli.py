@@ -16,6 +16,9 @@ from worker.runtime import Runtime, set_runtime
 class _Ctx:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
+        # Only `dev` and `db upgrade` may create the default SQLite file; a
+        # read run in the wrong directory must not leave an empty one behind.
+        self.may_create_database = False
 
     @property
     def runtime(self) -> Runtime:
@@ -24,9 +27,38 @@ class _Ctx:
                 settings = load_settings()
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
+            if not self.may_create_database:
+                missing = missing_sqlite_file(settings.database_url)
+                if missing is not None:
+                    raise click.ClickException(
+                        f"no database at {missing} (DATABASE_URL={settings.database_url}; a relative path "
+                        "is taken from the current directory): run `orgsync db upgrade` or `orgsync dev` "
+                        "there first, or set DATABASE_URL")
             self._runtime = Runtime(settings)
             set_runtime(self._runtime)
         return self._runtime
+
+    @property
+    def database_label(self) -> str:
+        if self._runtime is None:
+            return "the database"
+        return f"the database at {self._runtime.engine.url.render_as_string(hide_password=True)}"
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The absolute path of a SQLite database file that does not exist yet,
+    else None (also for in-memory SQLite and for other databases)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    if parsed.database.startswith("file:"):
+        return None
+    path = Path(parsed.database).expanduser().absolute()
+    return None if path.exists() else str(path)
 
 
 pass_ctx = click.make_pass_decorator(_Ctx, ensure=True)
@@ -43,18 +75,57 @@ def fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+class OrgsyncGroup(click.Group):
+    """Turns the operator errors every command can meet (a database or Redis
+    that cannot be reached, Ctrl-C) into one line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import redis
+        from alembic.util.exc import CommandError
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise SystemExit(130) from None
+        except SQLAlchemyError as exc:
+            obj = ctx.find_object(_Ctx)
+            where = obj.database_label if obj is not None else "the database"
+            if "no such table" in str(exc) or "UndefinedTable" in type(getattr(exc, "orig", exc)).__name__:
+                raise click.ClickException(
+                    f"{where} has no orgsync schema yet: run `orgsync db upgrade`") from None
+            raise click.ClickException(f"cannot use {where}: {_first_line(exc)}") from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise click.ClickException(
+                f"cannot reach Redis ({_first_line(exc)}); is REDIS_URL right and Redis running?") from None
+        except CommandError as exc:
+            raise click.ClickException(f"migration failed: {_first_line(exc)}") from None
+
+
+@click.group(cls=OrgsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
+              help="Logs on stderr: text on a terminal, JSON otherwise (auto; also ORGSYNC_LOG_FORMAT).")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, log_format: str | None) -> None:
     """orgsync: keep workspaces in step with GitHub orgs and GitLab groups."""
     import os
 
     from worker.logs import configure_logging
 
     ctx.ensure_object(_Ctx)
-    # Commands print for people on stdout; logs go to stderr as JSON, and only
+    if log_format is not None:
+        # Long-running commands reconfigure logging; they read the choice here.
+        os.environ["ORGSYNC_LOG_FORMAT"] = log_format
+    # Commands print for people on stdout; logs go to stderr, and only
     # warnings unless asked (long-running processes raise this to INFO).
-    configure_logging(os.environ.get("ORGSYNC_LOG_LEVEL") or "WARNING")
+    configure_logging(os.environ.get("ORGSYNC_LOG_LEVEL") or "WARNING", force=True)
 
 
 # ------------------------------------------------------------------ db
@@ -71,8 +142,107 @@ def db_upgrade(ctx: _Ctx) -> None:
     """Migrate the database to the newest schema."""
     from models.migrate import upgrade
 
+    ctx.may_create_database = True
     upgrade(ctx.runtime.settings.database_url)
     click.echo("database is at the newest revision")
+
+
+def _wait_for_schema(ctx: _Ctx, timeout: float, say: Callable[[str], None]) -> None:
+    """Return once the schema is at this code's head; fail after ``timeout``."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from models.migrate import current, head_revisions, known_revision
+
+    url = ctx.runtime.settings.database_url
+    heads = head_revisions()
+    deadline = time.monotonic() + timeout
+    said = ""
+    while True:
+        try:
+            rev = current(url)
+            problem = f"the schema is at {rev or 'nothing'}, not {', '.join(heads)}"
+        except OperationalError as exc:
+            rev, problem = None, f"the database is not reachable ({_first_line(exc)})"
+        if rev in heads:
+            return
+        if rev is not None and not known_revision(rev):
+            # A newer release migrated past this code; its schema keeps ours working.
+            say(f"the schema is at {rev}, newer than this code's {', '.join(heads)}; going on")
+            return
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"gave up after {timeout:.0f}s: {problem} (is `release` running?)")
+        if problem != said:
+            say(f"waiting for the release step: {problem}")
+            said = problem
+        time.sleep(1.0)
+
+
+@db.command("wait")
+@click.option("--timeout", default=300, show_default=True, type=click.IntRange(0),
+              help="Seconds to wait before giving up.")
+@pass_ctx
+def db_wait(ctx: _Ctx, timeout: int) -> None:
+    """Wait until the schema is at the newest revision (the Procfile's web,
+    worker and cron run this first, so nothing serves an old schema)."""
+    ctx.may_create_database = True  # the release step may not have created it yet
+    import time
+    from pathlib import Path
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    path = missing_sqlite_file(ctx.runtime.settings.database_url)
+    if path is not None:
+        # Connecting would create the file empty; wait for release to create it.
+        deadline = time.monotonic() + timeout
+        say(f"waiting for the release step to create {path}")
+        while not Path(path).exists():
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"gave up after {timeout}s: no database at {path}")
+            time.sleep(1.0)
+    _wait_for_schema(ctx, timeout, say)
+
+
+@main.command("release")
+@pass_ctx
+def release_cmd(ctx: _Ctx) -> None:
+    """The Procfile's release step: migrate to the newest schema.
+
+    Heroku runs it to completion before starting anything else. A local
+    Procfile runner (honcho, foreman) starts every line at once and stops all
+    of them when any one exits, so there it stays running, idle, after the
+    migration (web, worker and cron wait for the schema with `db wait`).
+    """
+    import os
+    import signal
+    import threading
+
+    from models.migrate import upgrade
+
+    ctx.may_create_database = True
+    upgrade(ctx.runtime.settings.database_url)
+    click.echo("release: database is at the newest revision")
+    if not _under_procfile_runner(os.environ):
+        return
+    click.echo("release: staying up, idle (a local Procfile runner stops everything when one process exits)")
+    sys.stdout.flush()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def _under_procfile_runner(env: Any) -> bool:
+    """True under honcho or foreman (which set HONCHO_PROCESS_NAME / PS), or
+    when asked; never on Heroku, which sets DYNO and needs the release phase
+    to exit."""
+    if env.get("DYNO"):
+        return False
+    if env.get("ORGSYNC_RELEASE_STAY", "").strip().lower() in ("1", "true", "yes"):
+        return True
+    return bool(env.get("HONCHO_PROCESS_NAME") or env.get("PS", "").startswith("release."))
 
 
 # ------------------------------------------------------------------ dev
@@ -92,6 +262,7 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
     from worker.queues import all_queues
 
     configure_logging(force=True)
+    ctx.may_create_database = True
     rt = ctx.runtime
     upgrade(rt.settings.database_url)
     app = create_app(runtime=rt)
