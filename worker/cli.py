@@ -75,6 +75,13 @@ def fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+def warn_half_configured(rt: Runtime) -> None:
+    from models.config_warnings import config_warnings
+
+    for line in config_warnings(rt.settings):
+        click.echo(f"warning: {line}", err=True)
+
+
 def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
@@ -264,6 +271,7 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
     configure_logging(force=True)
     ctx.may_create_database = True
     rt = ctx.runtime
+    warn_half_configured(rt)
     upgrade(rt.settings.database_url)
     app = create_app(runtime=rt)
     server = make_server(host, port, app, threaded=True)
@@ -315,10 +323,14 @@ def workspaces() -> None:
     """Inspect and manage workspaces."""
 
 
+_WORKSPACE_ROW = "{id:<36}  {name:<30} {kind:<9} {status:<12} {ref:<30} {owner}"
+
+
 def _render_workspace(w: dict[str, Any]) -> None:
     owner = w["owner"]["username"] if w.get("owner") else "-"
     ref = w.get("reference") or "-"
-    click.echo(f"{w['id']}  {w['name']:<30} {w['kind']:<9} {w['status']:<12} {ref:<30} owner={owner}")
+    click.echo(_WORKSPACE_ROW.format(id=w["id"], name=w["name"], kind=w["kind"], status=w["status"], ref=ref,
+                                     owner=owner).rstrip())
 
 
 @workspaces.command("list")
@@ -329,12 +341,16 @@ def workspaces_list(ctx: _Ctx, as_json: bool) -> None:
     from models import store
 
     with ctx.runtime.session() as s:
-        data = [store.workspace_to_dict(w) for w in store.list_workspaces(s)]
+        # The same envelope as the API's listings ({"deliveries": [...]}).
+        data = {"workspaces": [store.workspace_to_dict(w) for w in store.list_workspaces(s)]}
 
-    def render(items: list[dict[str, Any]]) -> None:
-        if not items:
+    def render(d: dict[str, Any]) -> None:
+        if not d["workspaces"]:
             click.echo("no workspaces")
-        for w in items:
+            return
+        click.echo(_WORKSPACE_ROW.format(id="ID", name="NAME", kind="KIND", status="STATUS", ref="REFERENCE",
+                                         owner="OWNER"))
+        for w in d["workspaces"]:
             _render_workspace(w)
 
     emit(data, as_json, render)
@@ -394,9 +410,11 @@ def workspaces_members(ctx: _Ctx, ref: str, as_json: bool) -> None:
     def render(d: dict[str, Any]) -> None:
         if not d["members"]:
             click.echo("no members")
+            return
+        click.echo(f"{'LOGIN':<30} {'ROLE':<8} {'ACCOUNT':<25} ACCESS")
         for m in d["members"]:
             user = m["user"]["username"] if m["user"] else "(no account)"
-            click.echo(f"{m['login']:<30} {m['role']:<8} {user:<25} {'access' if m['access'] else 'no access'}")
+            click.echo(f"{m['login']:<30} {m['role']:<8} {user:<25} {'yes' if m['access'] else 'no'}")
 
     emit(data, as_json, render)
 
@@ -413,13 +431,18 @@ def workspaces_activity(ctx: _Ctx, ref: str, after: int, limit: int, as_json: bo
 
     s, ws = _find(ctx, ref)
     with s:
-        data = [store.activity_to_dict(a) for a in store.list_activity(s, workspace_id=ws.id, after=after, limit=limit)]
+        entries = [store.activity_to_dict(a)
+                   for a in store.list_activity(s, workspace_id=ws.id, after=after, limit=limit)]
+    # Exactly GET /v1/workspaces/<ref>/activity's body.
+    data = {"workspace": ws.id, "activity": entries, "next_after": entries[-1]["seq"] if entries else after}
 
-    def render(items: list[dict[str, Any]]) -> None:
-        if not items:
+    def render(d: dict[str, Any]) -> None:
+        if not d["activity"]:
             click.echo("no activity")
-        for a in items:
-            click.echo(f"{a['seq']:>8} {a['at']} {a['actor']:<28} {a['action']:<22} {a['subject'] or ''}")
+            return
+        click.echo(f"{'SEQ':>8} {'AT':<32} {'ACTOR':<28} {'ACTION':<22} SUBJECT")
+        for a in d["activity"]:
+            click.echo(f"{a['seq']:>8} {a['at']:<32} {a['actor']:<28} {a['action']:<22} {a['subject'] or ''}")
 
     emit(data, as_json, render)
 
@@ -518,6 +541,8 @@ def _progress(as_json: bool) -> Callable[[str], None]:
 
 def _wait_for_syncs(rt: Runtime, queued: list[dict[str, str]], after_run: int, timeout: float,
                     say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Without REDIS_URL the queue lives in this process: once its inline run
+    is over nothing else will run what is left, so there is no waiting."""
     """Follow each queued sync until it produced a run (or failed, or was
     deferred by a rate limit), printing each change of state."""
     import time
@@ -560,7 +585,7 @@ def _wait_for_syncs(rt: Runtime, queued: list[dict[str, str]], after_run: int, t
                     say(f"[{len(results)}/{total}] {names[ws_id]}: job failed"
                         + (f" ({run['error']})" if run and run.get("error") else ""))
                     continue
-            label = str(state or "finishing")
+            label = _STATE_WORDS.get(str(getattr(state, "value", state or "")), "finishing")
             if job is not None and state == "scheduled":
                 label = "waiting for a retry" if job.number_of_retries else "scheduled"
             if last_state.get(ws_id) != label:
@@ -572,10 +597,27 @@ def _wait_for_syncs(rt: Runtime, queued: list[dict[str, str]], after_run: int, t
             for ws_id, job_id in current.items():
                 if ws_id not in results:
                     results[ws_id] = {"workspace": ws_id, "job": job_id, "state": "timeout", "run": None}
-            say("stopped waiting (timeout); the remaining syncs continue in the background")
+            if rt.embedded:
+                say("gave up: the provider kept failing, and without REDIS_URL nothing retries the sync "
+                    "once this command exits; run the resync again later (or under `orgsync dev`)")
+            else:
+                say("stopped waiting (timeout); the remaining syncs stay queued and workers run them")
             break
         time.sleep(0.5)
     return [results[item["workspace"]] for item in queued]
+
+
+# RQ's job states in words (RQ's JobStatus prints as "JobStatus.QUEUED").
+_STATE_WORDS = {
+    "queued": "queued, waiting for a worker",
+    "started": "running",
+    "deferred": "waiting for another job",
+    "scheduled": "scheduled",
+    "finished": "finishing",
+    "failed": "failed",
+    "stopped": "stopped",
+    "canceled": "canceled",
+}
 
 
 def _describe_run(run: dict[str, Any]) -> str:
@@ -621,6 +663,8 @@ def resync(ctx: _Ctx, ref: str | None, all_: bool, wait: bool, force: bool, time
         say("no REDIS_URL: running the sync in this process")
         _run_inline(rt, until_idle=60)
         wait = True
+        # Whatever the inline run left (a retry due later) would never run.
+        timeout = 0
     if not wait:
         if as_json:
             emit({"queued": queued}, True, click.echo)
@@ -701,15 +745,18 @@ def deliveries_list(ctx: _Ctx, failed: bool, status_: str | None, provider: str 
     if status_ is not None and status_ not in dstore.STATUSES:
         fail(f"--status must be one of: {', '.join(dstore.STATUSES)}")
     with ctx.runtime.session() as s:
-        data = [dstore.delivery_to_dict(d)
-                for d in dstore.list_deliveries(s, status=status_, provider=provider, limit=limit)]
+        # Exactly GET /v1/admin/deliveries' body.
+        data = {"deliveries": [dstore.delivery_to_dict(d)
+                               for d in dstore.list_deliveries(s, status=status_, provider=provider, limit=limit)]}
 
-    def render(items: list[dict[str, Any]]) -> None:
-        if not items:
+    def render(d_: dict[str, Any]) -> None:
+        if not d_["deliveries"]:
             click.echo("no deliveries")
-        for d in items:
+            return
+        click.echo(f"{'RECEIVED':<32} {'SOURCE':<6} {'STATUS':<10} {'EVENT':<36} ID")
+        for d in d_["deliveries"]:
             event = d["event"] + (f".{d['action']}" if d["action"] else "")
-            line = f"{d['received_at']} {d['provider']:<6} {d['status']:<10} {event:<36} {d['id']}"
+            line = f"{d['received_at']:<32} {d['provider']:<6} {d['status']:<10} {event:<36} {d['id']}"
             if d["error"]:
                 line += f"  error: {d['error']}"
             click.echo(line)
@@ -737,8 +784,13 @@ def deliveries_replay(ctx: _Ctx, delivery_id: str, as_json: bool) -> None:
         _progress(as_json)("no REDIS_URL: processing the delivery in this process")
         _run_inline(rt, until_idle=60)
         with rt.session() as s:
-            data["status"] = dstore.get_delivery(s, delivery_id).status
+            row = dstore.get_delivery(s, delivery_id)
+            data["status"], error = row.status, row.error
+    else:
+        error = None
     emit(data, as_json, lambda d: click.echo(f"delivery {d['delivery']}: {d['status']} (job {d['job']})"))
+    if data["status"] == dstore.FAILED:
+        fail(f"delivery {delivery_id} failed again" + (f": {error}" if error else ""))
 
 
 @deliveries.command("send")
@@ -754,6 +806,7 @@ def deliveries_replay(ctx: _Ctx, delivery_id: str, as_json: bool) -> None:
 def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url: str,
                     delivery_id: str | None, as_json: bool) -> None:
     """Sign a payload with the configured webhook secret and post it."""
+    import http.client
     import urllib.error
     import urllib.request
     from pathlib import Path
@@ -776,6 +829,11 @@ def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url
         headers = gitlab_headers(body, event=event, token=settings.gitlab_webhook_secrets[0],
                                  signing_secret=settings.gitlab_webhook_signing_secret,
                                  idempotency_key=delivery_id)
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail(f"--url must be an http:// or https:// URL such as http://127.0.0.1:8000, not {url!r}")
     target = url.rstrip("/")
     if not target.endswith(f"/webhooks/{provider}"):
         target += f"/webhooks/{provider}"
@@ -785,8 +843,8 @@ def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url
             code, text = resp.status, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as err:
         code, text = err.code, err.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError) as exc:
-        fail(f"could not post to {target}: {getattr(exc, 'reason', exc)}")
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        fail(f"could not post to {target}: {getattr(exc, 'reason', exc) or type(exc).__name__}")
     try:
         answer: Any = json.loads(text)
     except ValueError:
@@ -833,6 +891,7 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, simple: boo
     rt = ctx.runtime
     if rt.embedded:
         fail("orgsync worker needs REDIS_URL (without it, `orgsync dev` runs the jobs in its own process)")
+    warn_half_configured(rt)
     names = queue_names or QUEUE_NAMES
     unknown = [n for n in names if n not in QUEUE_NAMES]
     if unknown:

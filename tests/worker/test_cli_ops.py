@@ -179,9 +179,10 @@ def test_deliveries_list_and_replay(cli_env: dict[str, str], seeded: dict[str, s
     _record(cli_env, "d-failed", 3, "failed")
     _record(cli_env, "d-new", 2, "received")
     failed = as_json(run(cli_env, "deliveries", "list", "--failed", "--json"))
-    assert [d["id"] for d in failed] == ["d-failed"]
-    assert failed == api_json(cli_env, "GET", "/v1/admin/deliveries?status=failed")["deliveries"]
-    assert {d["id"] for d in as_json(run(cli_env, "deliveries", "list", "--json"))} == {"d-failed", "d-new"}
+    assert [d["id"] for d in failed["deliveries"]] == ["d-failed"]
+    assert failed == api_json(cli_env, "GET", "/v1/admin/deliveries?status=failed")
+    listed = as_json(run(cli_env, "deliveries", "list", "--json"))["deliveries"]
+    assert {d["id"] for d in listed} == {"d-failed", "d-new"}
 
     replayed = as_json(run(cli_env, "deliveries", "replay", "d-failed", "--json"))
     assert replayed["delivery"] == "d-failed" and replayed["status"] == "processed"
@@ -210,7 +211,7 @@ def test_deliveries_send_signs_and_posts_to_the_app(cli_env: dict[str, str], see
                            "--event", "organization", "--delivery-id", "sent-1", "--url", url, "--json"))
         assert body == {"status_code": 202, "response": {"delivery": "sent-1", "status": "queued"}}
         listed = as_json(run(cli_env, "deliveries", "list", "--json"))
-        assert [d["id"] for d in listed] == ["sent-1"]
+        assert [d["id"] for d in listed["deliveries"]] == ["sent-1"]
         # A wrong secret is refused by the app: non-zero exit.
         bad = CliRunner().invoke(main, ["deliveries", "send", str(payload), "--provider", "github", "--event",
                                         "organization", "--url", url],
