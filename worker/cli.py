@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from models.config import ConfigError, load_settings
+from models.config import ConfigError, Settings, load_settings
 from worker.runtime import Runtime, set_runtime
 
 
@@ -21,12 +21,19 @@ class _Ctx:
         self.may_create_database = False
 
     @property
+    def settings(self) -> Settings:
+        """The configuration alone, for commands that use no database."""
+        if self._runtime is not None:
+            return self._runtime.settings
+        try:
+            return load_settings()
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            try:
-                settings = load_settings()
-            except ConfigError as exc:
-                raise click.ClickException(str(exc)) from None
+            settings = self.settings
             if not self.may_create_database:
                 missing = missing_sqlite_file(settings.database_url)
                 if missing is not None:
@@ -529,9 +536,46 @@ def workspaces_subscription(ctx: _Ctx, ref: str, plan: str | None, no_plan: bool
 def _run_inline(rt: Runtime, until_idle: float) -> None:
     """Embedded default: nobody else would run the queued work, so this
     process does, with the real RQ code path (burst worker + scheduler)."""
+    import os
+    import signal
+
+    from rq import SimpleWorker
+
     from worker.jobs import run_jobs_inline
 
-    run_jobs_inline(rt.redis, until_idle=until_idle)
+    class InterruptibleWorker(SimpleWorker):
+        """RQ's own Ctrl-C handling waits for the running job (a warm
+        shutdown) and a second Ctrl-C exits 0 with a traceback; here the
+        queue lives only in this process, so Ctrl-C ends it at once. What a
+        sync had not committed is rolled back by the database."""
+
+        def _install_signal_handlers(self) -> None:
+            def stop(signum: int, _frame: Any) -> None:
+                sys.stdout.flush()
+                click.echo("interrupted: stopped the work running in this process", err=True)
+                sys.stderr.flush()
+                os._exit(128 + signum)
+
+            signal.signal(signal.SIGINT, stop)
+            signal.signal(signal.SIGTERM, stop)
+
+    import logging
+
+    rq_log = logging.getLogger("rq.worker")
+    rq_log.addFilter(_drop_tracebacks)
+    try:
+        run_jobs_inline(rt.redis, until_idle=until_idle, worker_class=InterruptibleWorker)
+    finally:
+        rq_log.removeFilter(_drop_tracebacks)
+
+
+def _drop_tracebacks(record: Any) -> bool:
+    """A one-shot command reports a failed job itself, in one line; RQ's log
+    of it keeps its first line, without the traceback RQ puts in the text."""
+    message = record.getMessage()
+    if "\nTraceback" in message:
+        record.msg, record.args = message.split("\nTraceback", 1)[0], ()
+    return True
 
 
 def _progress(as_json: bool) -> Callable[[str], None]:
@@ -813,7 +857,7 @@ def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url
 
     from webhooks.signatures import github_headers, gitlab_headers
 
-    settings = ctx.runtime.settings
+    settings = ctx.settings
     body = Path(payload_file).read_bytes()
     try:
         json.loads(body)

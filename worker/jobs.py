@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 from redis.exceptions import LockError
-from rq import Queue, Worker, get_current_job
+from rq import Queue, SimpleWorker, Worker, get_current_job
 from rq.job import Job, JobStatus
 from rq.registry import clean_registries
 
@@ -392,17 +392,17 @@ class OrgsyncWorker(Worker):
         super().main_work_horse(job, queue)
 
 
-def run_jobs_inline(connection: redis.Redis, *, until_idle: float = 0.0) -> None:
+def run_jobs_inline(connection: redis.Redis, *, until_idle: float = 0.0,
+                    worker_class: type[SimpleWorker] | None = None) -> None:
     """Drain the queues in this process (the embedded default has no separate
     worker): a burst SimpleWorker with the scheduler, repeated while retries
-    scheduled within ``until_idle`` seconds are due."""
+    scheduled within ``until_idle`` seconds are due. ``worker_class`` lets the
+    CLI handle Ctrl-C its own way."""
     import time
-
-    from rq import SimpleWorker
 
     deadline = time.monotonic() + until_idle
     while True:
-        SimpleWorker(all_queues(connection), connection=connection).work(
+        (worker_class or SimpleWorker)(all_queues(connection), connection=connection).work(
             burst=True, with_scheduler=True, logging_level="WARNING")
         nxt = _next_scheduled(connection)
         if nxt is None or time.monotonic() + max(0.0, nxt - time.time()) > deadline:

@@ -251,3 +251,4 @@ def test_resync_wait_follows_the_job_on_real_redis(cli_env: dict[str, str], seed
     body = json.loads(out)
     assert body["results"][0]["run"]["result"] == "ok"
     assert "acme: ok (+1 -0 ~0" in err  # progress went to stderr, JSON to stdout
+    assert "JobStatus" not in err and "queued, waiting for a worker" in err  # states in words
