@@ -191,8 +191,8 @@ def test_dev_warns_at_start_when_github_has_no_webhook_secret(tmp_path: Path, ap
         proc.terminate()
         _out, err = proc.communicate(timeout=30)
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
-    assert warnings == ["warning: GitHub is half configured: GITHUB_WEBHOOK_SECRET is not set, "
-                        "so every GitHub webhook is refused (401)"], err
+    assert warnings == [("warning: GitHub is half configured: GITHUB_WEBHOOK_SECRET is not set, "
+                         "so every GitHub webhook is refused (401)")], err
 
 
 def test_an_in_process_resync_that_keeps_failing_says_so_and_exits_nonzero(
