@@ -518,10 +518,10 @@ class Chaos:
         from cryptography.hazmat.primitives.asymmetric import rsa
         from sqlalchemy import text
 
+        from demo.fakes.github_server import FakeGitHub
+        from demo.fakes.server import FakeProviderServer
         from models.base import make_engine
         from models.migrate import upgrade
-        from tests.fakes.github_server import FakeGitHub
-        from tests.fakes.server import FakeProviderServer
 
         if shutil.which("redis-server") is None:
             raise SystemExit("redis-server is not installed")

@@ -87,6 +87,9 @@ from hypothesis.stateful import (
 from sqlalchemy import event, insert, select
 from sqlalchemy.engine import Engine
 
+from demo.fakes.github_server import FakeGitHub
+from demo.fakes.gitlab_server import DEFAULT_TOKEN, FakeGitLab
+from demo.fakes.server import FakeProviderServer
 from models import store
 from models.base import Base, make_engine
 from models.config import Settings
@@ -99,9 +102,6 @@ from sync.providers.base import Provider
 from sync.providers.github import GitHubProvider
 from sync.providers.gitlab import GitLabProvider
 from tests.conftest import need_corpus, need_postgres
-from tests.fakes.github_server import FakeGitHub
-from tests.fakes.gitlab_server import DEFAULT_TOKEN, FakeGitLab
-from tests.fakes.server import FakeProviderServer
 from tests.webhooks.conftest import APP_ID, GITHUB_SECRET, GITLAB_SECRET, World
 from webhooks.app import create_app
 from worker.runtime import Runtime

@@ -45,6 +45,10 @@ class _Ctx:
             set_runtime(self._runtime)
         return self._runtime
 
+    def use_runtime(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        set_runtime(runtime)
+
     @property
     def database_label(self) -> str:
         if self._runtime is None:
@@ -265,8 +269,10 @@ def _under_procfile_runner(env: Any) -> bool:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--demo", is_flag=True,
+              help="Serve with a built-in stand-in GitHub and GitLab (seeded, app installed) and print what to try.")
 @pass_ctx
-def dev(ctx: _Ctx, host: str, port: int) -> None:
+def dev(ctx: _Ctx, host: str, port: int, demo: bool) -> None:
     """Run web and jobs in one process (embedded default: SQLite, in-process Redis)."""
     from werkzeug.serving import make_server
 
@@ -277,10 +283,24 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
 
     configure_logging(force=True)
     ctx.may_create_database = True
+    stand_in: Any = None
+    if demo:
+        from demo import run as demo_run
+
+        # The stand-ins replace every provider setting; the database and
+        # Redis settings stay as configured.
+        stand_in = demo_run.start(ctx.settings)
+        ctx.use_runtime(Runtime(stand_in.settings))
     rt = ctx.runtime
     warn_half_configured(rt)
     upgrade(rt.settings.database_url)
     app = create_app(runtime=rt)
+    if stand_in is not None:
+        from webhooks.oidc import OidcSettings, OidcVerifier
+        from webhooks.oidc_api import VERIFIER_EXTENSION
+
+        app.extensions[VERIFIER_EXTENSION] = OidcVerifier(
+            OidcSettings.from_settings(rt.settings), rt.redis, stand_in.oidc_http)
     server = make_server(host, port, app, threaded=True)
     base = f"http://{host}:{server.server_port}"
     click.echo(f"orgsync dev serving on {base}")
@@ -288,6 +308,12 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
     click.echo(f"  redis:    {'embedded (in-process)' if rt.embedded else 'external'}")
     click.echo(f"  GitHub webhook URL: {base}/webhooks/github")
     click.echo(f"  GitLab webhook URL: {base}/webhooks/gitlab")
+    if stand_in is not None:
+        from demo import run as demo_run
+
+        stand_in.orgsync_url = base
+        demo_run.adopt_all(stand_in, rt.session_factory)
+        click.echo(demo_run.script(stand_in))
     sys.stdout.flush()
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from demo.fakes.server import FakeProviderServer
 from tests.conftest import REDIS_URL, need_redis
 from tests.e2e.test_procfile import (  # noqa: F401 - fixtures
     ADMIN,
@@ -32,7 +33,6 @@ from tests.e2e.test_procfile import (  # noqa: F401 - fixtures
     github,
     http,
 )
-from tests.fakes.server import FakeProviderServer
 from webhooks.signatures import github_headers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

@@ -15,14 +15,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from demo.fakes.gitlab_server import DEFAULT_TOKEN
+from demo.fakes.server import FakeProviderServer
 from models import store
 from models.config import Settings
 from models.tables import Activity, HttpCacheEntry, RosterEntry, SyncRun, Workspace
 from sync.context import SyncContext, build_sync_context
 from sync.errors import RateLimited, TransientProviderError
 from sync.orgs import adopt_installation, full_sync, member_sync, rename_workspace
-from tests.fakes.gitlab_server import DEFAULT_TOKEN
-from tests.fakes.server import FakeProviderServer
 
 APP_ID = "4242"
 GH_ORG, GH_INSTALLATION = 9001, 77

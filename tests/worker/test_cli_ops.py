@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner, Result
 from werkzeug.serving import make_server
 
+from demo.fakes.server import FakeProviderServer
 from models import deliveries, store
 from models.base import make_engine
 from models.migrate import upgrade
-from tests.fakes.server import FakeProviderServer
 from tests.worker.conftest import (
     ADMIN_TOKEN,
     APP_ID,
