@@ -195,6 +195,8 @@ def test_dev_warns_at_start_when_github_has_no_webhook_secret(tmp_path: Path, ap
                          "so every GitHub webhook is refused (401)")], err
 
 
+# Deep: it waits out the sync job's real retry schedule (about half a minute).
+@pytest.mark.deep
 def test_an_in_process_resync_that_keeps_failing_says_so_and_exits_nonzero(
         cli_env: dict[str, str], seeded: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
     env = {**clean_env(), **{k: v for k, v in cli_env.items() if v}, "GITHUB_API_URL": "http://127.0.0.1:1"}
