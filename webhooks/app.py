@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import redis as redis_lib
@@ -35,10 +36,16 @@ def _settings_or_exit() -> Settings:
     """The environment's settings; a bad value ends the process with one line
     (an exception from the factory would be a traceback per gunicorn worker)."""
     try:
-        return load_settings()
+        settings = load_settings()
     except ConfigError as exc:
         print(f"orgsync: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(APP_LOAD_ERROR) from None
+    from models.config_warnings import config_warnings
+
+    configure_logging()
+    for line in config_warnings(settings):
+        logging.getLogger("orgsync.config").warning(line)
+    return settings
 
 
 def create_app(

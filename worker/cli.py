@@ -1003,6 +1003,7 @@ def cron_cmd(ctx: _Ctx) -> None:
     rt = ctx.runtime
     if rt.embedded:
         fail("orgsync cron needs REDIS_URL (without it, `orgsync dev` runs the periodic jobs itself)")
+    warn_half_configured(rt)
     build_cron(rt.redis, rt.settings).start()
 
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +207,28 @@ def test_an_in_process_resync_that_keeps_failing_says_so_and_exits_nonzero(
     assert "continue in the background" not in proc.stdout
     assert "gave up: the provider kept failing, and without REDIS_URL nothing retries the sync" in proc.stdout
     assert "JobStatus" not in proc.stdout
+
+
+def test_the_web_process_warns_at_start_when_github_has_no_webhook_secret(tmp_path: Path, app_key: str) -> None:
+    env = clean_env(GITHUB_APP_ID="1", GITHUB_APP_PRIVATE_KEY=app_key, ORGSYNC_LOG_FORMAT="json",
+                    DATABASE_URL=f"sqlite:///{tmp_path / 'web.db'}")
+    proc = subprocess.Popen([str(GUNICORN), "--bind", "127.0.0.1:0", "--workers", "1", "webhooks.app:create_app()"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # If the warning never comes, stderr ends when this stops gunicorn and the assertion fails.
+    stopper = threading.Timer(60, proc.terminate)
+    stopper.start()
+    seen: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if "half configured" in line:
+                break
+    finally:
+        stopper.cancel()
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert seen and "half configured" in seen[-1], "".join(seen)
+    warning = json.loads(seen[-1])
+    assert warning["level"] == "warning" and warning["event"] == (
+        "GitHub is half configured: GITHUB_WEBHOOK_SECRET is not set, so every GitHub webhook is refused (401)")
