@@ -124,8 +124,8 @@ class Bench:
 
         from models.base import make_engine, make_session_factory
         from models.migrate import upgrade
-        from tests.fakes.github_server import FakeGitHub
-        from tests.fakes.server import FakeProviderServer
+        from demo.fakes.github_server import FakeGitHub
+        from demo.fakes.server import FakeProviderServer
 
         admin = make_engine(PG)
         with admin.begin() as c:

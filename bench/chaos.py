@@ -8,7 +8,7 @@ What it starts (all cleaned up at the end, whatever happens):
   the one-minute sweep must cover);
 - a fresh PostgreSQL schema (migrated with models.migrate.upgrade, dropped at
   the end);
-- the fake GitHub (tests/fakes) in this process, on a loopback port, with a
+- the fake GitHub (demo/fakes) in this process, on a loopback port, with a
   few orgs, each with the app installed and a few hundred members;
 - from the Procfile's own command lines: gunicorn ``web``, TWO ``orgsync
   worker`` and one ``orgsync cron``, each in its own process group.
@@ -518,10 +518,10 @@ class Chaos:
         from cryptography.hazmat.primitives.asymmetric import rsa
         from sqlalchemy import text
 
+        from demo.fakes.github_server import FakeGitHub
+        from demo.fakes.server import FakeProviderServer
         from models.base import make_engine
         from models.migrate import upgrade
-        from tests.fakes.github_server import FakeGitHub
-        from tests.fakes.server import FakeProviderServer
 
         if shutil.which("redis-server") is None:
             raise SystemExit("redis-server is not installed")

@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from intake_bench import free_port, wait_up
 from sqlalchemy import select, text
 
+from demo.fakes.github_server import FakeGitHub
+from demo.fakes.server import FakeProviderServer
 from models import store
 from models.base import make_engine, make_session_factory
 from models.config import Settings
@@ -43,8 +45,6 @@ from models.migrate import upgrade
 from models.tables import RosterEntry
 from sync.context import build_sync_context
 from sync.orgs import member_sync
-from tests.fakes.github_server import FakeGitHub
-from tests.fakes.server import FakeProviderServer
 
 SECRET = "bench-secret"
 PG = os.environ.get("ORGSYNC_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

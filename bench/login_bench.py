@@ -22,11 +22,11 @@ import _common  # noqa: F401
 from _common import describe_latencies, machine
 from sqlalchemy import text
 
+from demo.fakes.server import FakeProviderServer
 from models.base import Base, make_engine
 from models.config import Settings
 from models.tables import Counter
 from sync.providers.github import GitHubProvider
-from tests.fakes.server import FakeProviderServer
 from webhooks.app import create_app
 from worker.runtime import Runtime
 

@@ -25,10 +25,10 @@ import responses
 from _common import describe_latencies, machine
 from sqlalchemy import text
 
+from demo.fakes.issuer import GITHUB_ISSUER, FakeIssuer
 from models import store
 from models.base import Base, make_engine
 from models.config import Settings
-from tests.fakes.issuer import GITHUB_ISSUER, FakeIssuer
 from webhooks.app import create_app
 from worker.runtime import Runtime
 

@@ -50,7 +50,7 @@ ADMIN_EVERY = 50  # 2% admins, as in a typical large org
 
 
 def _serve(n: int, conn: Connection) -> None:
-    from tests.fakes.server import FakeProviderServer
+    from demo.fakes.server import FakeProviderServer
 
     server = FakeProviderServer()
     gh = server.github

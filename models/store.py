@@ -695,6 +695,10 @@ def apply_roster_changes(
     logins_l = _dedupe(login_changes)
     entries: list[ActivityEntry] = list(extra_activity)
     chunk = 2000
+    touched = [r.provider_user_id for r in adds] + removals_l + [r.provider_user_id for r, _ in role_changes_l]
+    subjects = member_subjects(session, str(ws.provider), touched)
+    # A removed member's login is read before its row goes.
+    removed_logins = _roster_logins(session, ws.id, removals_l)
     if adds:
         rows = [
             {"workspace_id": ws.id, "provider_user_id": r.provider_user_id, "login": r.login,
@@ -704,8 +708,8 @@ def apply_roster_changes(
         for i in range(0, len(rows), chunk):
             session.execute(insert(RosterEntry), rows[i : i + chunk])
         entries.extend(
-            ActivityEntry(ws.id, actor, "member.added", r.login,
-                          {"provider_user_id": r.provider_user_id, "role": r.role})
+            ActivityEntry(ws.id, actor, "member.added", subjects[r.provider_user_id],
+                          {"provider_user_id": r.provider_user_id, "login": r.login, "role": r.role})
             for r in adds
         )
     if removals_l:
@@ -717,7 +721,8 @@ def apply_roster_changes(
                 )
             )
         entries.extend(
-            ActivityEntry(ws.id, actor, "member.removed", str(uid), {"provider_user_id": uid})
+            ActivityEntry(ws.id, actor, "member.removed", subjects[uid],
+                          {"provider_user_id": uid, "login": removed_logins.get(uid)})
             for uid in removals_l
         )
     if role_changes_l:
@@ -733,8 +738,8 @@ def apply_roster_changes(
                     .values(role=role, updated_at=now)
                 )
         entries.extend(
-            ActivityEntry(ws.id, actor, "member.role_changed", row.login,
-                          {"provider_user_id": row.provider_user_id, "from": old, "to": row.role})
+            ActivityEntry(ws.id, actor, "member.role_changed", subjects[row.provider_user_id],
+                          {"provider_user_id": row.provider_user_id, "login": row.login, "from": old, "to": row.role})
             for row, old in role_changes_l
         )
     for row in logins_l:
@@ -749,6 +754,35 @@ def apply_roster_changes(
     if removals_l or role_changes_l:
         hand_on_ownership(session, ws, actor=actor)
     return len(adds), len(removals_l), len(role_changes_l)
+
+
+def member_subject(provider: str, provider_user_id: int, user_id: str | None) -> str:
+    """The activity subject for a roster member (SPEC section 3): the account
+    id when the member has an account here, else ``<provider>:<numeric id>``
+    (never the login, which the member can change)."""
+    return user_id if user_id is not None else f"{provider}:{provider_user_id}"
+
+
+def member_subjects(session: Session, provider: str, provider_user_ids: Iterable[int]) -> dict[int, str]:
+    ids = sorted(set(provider_user_ids))
+    accounts: dict[int, str] = {}
+    for i in range(0, len(ids), 2000):
+        accounts.update(session.execute(
+            select(Identity.provider_user_id, Identity.user_id)
+            .where(Identity.provider == provider, Identity.provider_user_id.in_(ids[i : i + 2000]))
+        ).tuples().all())
+    return {uid: member_subject(provider, uid, accounts.get(uid)) for uid in ids}
+
+
+def _roster_logins(session: Session, workspace_id: str, provider_user_ids: list[int]) -> dict[int, str]:
+    logins: dict[int, str] = {}
+    for i in range(0, len(provider_user_ids), 2000):
+        logins.update(session.execute(
+            select(RosterEntry.provider_user_id, RosterEntry.login)
+            .where(RosterEntry.workspace_id == workspace_id,
+                   RosterEntry.provider_user_id.in_(provider_user_ids[i : i + 2000]))
+        ).tuples().all())
+    return logins
 
 
 def _dedupe(rows: Iterable[RosterRow]) -> list[RosterRow]:

@@ -23,7 +23,7 @@ from models.base import Base, make_engine, make_session_factory
 from models.tables import Counter
 
 if TYPE_CHECKING:
-    from tests.fakes.server import FakeProviderServer
+    from demo.fakes.server import FakeProviderServer
 
 PG_URL = os.environ.get("ORGSYNC_TEST_DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("ORGSYNC_TEST_REDIS_URL", "").strip()
@@ -83,7 +83,7 @@ def app_key() -> str:
 @pytest.fixture
 def server() -> Iterator[FakeProviderServer]:
     """The fake GitHub + GitLab server on a loopback port."""
-    from tests.fakes.server import FakeProviderServer
+    from demo.fakes.server import FakeProviderServer
 
     with FakeProviderServer() as srv:
         yield srv

@@ -72,12 +72,21 @@ from tests.fuzz_helpers import (
 from webhooks.observability import build_openapi
 
 SCALE = float(os.environ.get("ORGSYNC_FUZZ_SCALE", "1") or 1)
+# The default run fuzzes at a quarter depth; the `deep` marker (deselected by
+# default, run by .ci/run) at full depth.
+QUICK_DEPTH = 0.25
 
 
-def budget(n: int, db_url: str = "") -> int:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "depth" in metafunc.fixturenames:
+        metafunc.parametrize("depth", [pytest.param(QUICK_DEPTH, id="quick"),
+                                       pytest.param(1.0, id="deep", marks=pytest.mark.deep)])
+
+
+def budget(n: int, db_url: str = "", depth: float = 1.0) -> int:
     # PostgreSQL round trips cost more: half the examples there.
     factor = 0.5 if db_url.startswith("postgresql") else 1.0
-    return max(1, int(n * SCALE * factor))
+    return max(1, int(n * SCALE * depth * factor))
 
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -179,7 +188,7 @@ ROUTER_404 = "The requested URL was not found on the server."  # werkzeug's NotF
 @pytest.mark.parametrize("tokens", ["configured", "api_off"])
 def test_schemathesis_anonymous(
     engine: Engine, redis_conn: redis_lib.Redis, db_url: str, port: int, report: Report,
-    method: str, path: str, security: list[dict[str, Any]] | None, tokens: str,
+    method: str, path: str, security: list[dict[str, Any]] | None, tokens: str, depth: float,
 ) -> None:
     """No valid credential: protected operations refuse (401, or 403 with the
     API off), webhooks 401, OIDC 400/401; the store and Redis never change."""
@@ -203,7 +212,7 @@ def test_schemathesis_anonymous(
     tally = Tally()
     before = fa.snapshot()
 
-    @settings(max_examples=budget(60 if tokens == "configured" else 25, db_url), **FUZZ_SETTINGS)
+    @settings(max_examples=budget(60 if tokens == "configured" else 25, db_url, depth), **FUZZ_SETTINGS)
     @given(case=_strategies(op, fixed), auth=st.sampled_from(wrong))
     def run(case: Any, auth: str | None) -> None:
         headers = {"Authorization": auth} if auth is not None and kind is not None else None
@@ -253,7 +262,7 @@ def _platform_cases(path: str, refs: dict[str, str]) -> list[dict[str, Any]]:
                          ids=[f"{m} {p}" for m, p, _ in OPERATIONS])
 def test_schemathesis_authenticated(
     engine: Engine, redis_conn: redis_lib.Redis, db_url: str, port: int, report: Report,
-    method: str, path: str, security: list[dict[str, Any]] | None,
+    method: str, path: str, security: list[dict[str, Any]] | None, depth: float,
 ) -> None:
     """The right token for every operation (webhooks correctly signed): no
     5xx, and every answer is one the document describes."""
@@ -279,7 +288,7 @@ def test_schemathesis_authenticated(
     token = {"admin": ADMIN_TOKEN, "service": SERVICE_TOKEN}.get(kind or "")
     tally = Tally()
 
-    @settings(max_examples=budget(80, db_url), **FUZZ_SETTINGS)
+    @settings(max_examples=budget(80, db_url, depth), **FUZZ_SETTINGS)
     @given(case=_strategies(op, fixed))
     def run(case: Any) -> None:
         headers: dict[str, str] = {}
@@ -548,10 +557,10 @@ def webhook_app(engine: Engine, redis_conn: redis_lib.Redis, db_url: str, port: 
     return fa
 
 
-def test_fuzz_github_webhook(webhook_app: FuzzApp, db_url: str, report: Report) -> None:
+def test_fuzz_github_webhook(webhook_app: FuzzApp, db_url: str, report: Report, depth: float) -> None:
     fa = webhook_app
     tally = Tally()
-    examples = budget(400, db_url)
+    examples = budget(400, db_url, depth)
 
     @settings(max_examples=examples, **FUZZ_SETTINGS)
     @given(data=st.data())
@@ -650,9 +659,9 @@ GITLAB_CONFIGS = {
 
 @pytest.mark.parametrize("config", list(GITLAB_CONFIGS))
 def test_fuzz_gitlab_webhook(engine: Engine, redis_conn: redis_lib.Redis, db_url: str, port: int,
-                             report: Report, config: str) -> None:
+                             report: Report, config: str, depth: float) -> None:
     token_on, signing_on, examples = GITLAB_CONFIGS[config]
-    examples = budget(examples, db_url)
+    examples = budget(examples, db_url, depth)
     fa = build(engine, redis_conn, offline_settings(
         db_url, port, gitlab_webhook_secrets=(GITLAB_TOKEN,) if token_on else (),
         gitlab_webhook_signing_secret=GITLAB_SIGNING if signing_on else None))

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
 
 import redis as redis_lib
 from flask import Flask
 
-from models.config import Settings, load_settings
+from models.config import ConfigError, Settings, load_settings
 from webhooks.errors import register_error_handlers
 from worker.logs import configure_logging
 from worker.runtime import Runtime
@@ -26,6 +28,27 @@ _BLUEPRINTS = (
 )
 
 
+# gunicorn's "App failed to load" exit status: it stops the server instead of
+# respawning a worker that can never start.
+APP_LOAD_ERROR = 4
+
+
+def _settings_or_exit() -> Settings:
+    """The environment's settings; a bad value ends the process with one line
+    (an exception from the factory would be a traceback per gunicorn worker)."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"orgsync: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(APP_LOAD_ERROR) from None
+    from models.config_warnings import config_warnings
+
+    configure_logging()
+    for line in config_warnings(settings):
+        logging.getLogger("orgsync.config").warning(line)
+    return settings
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -37,7 +60,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if runtime is None:
-        runtime = Runtime(settings or load_settings(), redis_client=redis)
+        runtime = Runtime(settings or _settings_or_exit(), redis_client=redis)
     app.extensions["orgsync"] = runtime
     register_error_handlers(app)
     for name in _BLUEPRINTS:

@@ -125,7 +125,8 @@ def metrics() -> Response:
     # is registered globally (several apps may live in one test process).
     registry = CollectorRegistry(auto_describe=False)
     registry.register(OrgsyncCollector(services()))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # CONTENT_TYPE_LATEST already names its charset; `mimetype=` would append a second one.
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/openapi.json")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from models.config import ConfigError, load_settings
+from models.config import ConfigError, Settings, load_settings
 from worker.cli_platform import WORKSPACE_COMMANDS, users_group
 from worker.runtime import Runtime, set_runtime
 
@@ -17,17 +17,60 @@ from worker.runtime import Runtime, set_runtime
 class _Ctx:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
+        # Only `dev` and `db upgrade` may create the default SQLite file; a
+        # read run in the wrong directory must not leave an empty one behind.
+        self.may_create_database = False
+
+    @property
+    def settings(self) -> Settings:
+        """The configuration alone, for commands that use no database."""
+        if self._runtime is not None:
+            return self._runtime.settings
+        try:
+            return load_settings()
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            try:
-                settings = load_settings()
-            except ConfigError as exc:
-                raise click.ClickException(str(exc)) from None
+            settings = self.settings
+            if not self.may_create_database:
+                missing = missing_sqlite_file(settings.database_url)
+                if missing is not None:
+                    raise click.ClickException(
+                        f"no database at {missing} (DATABASE_URL={settings.database_url}; a relative path "
+                        "is taken from the current directory): run `orgsync db upgrade` or `orgsync dev` "
+                        "there first, or set DATABASE_URL")
             self._runtime = Runtime(settings)
             set_runtime(self._runtime)
         return self._runtime
+
+    def use_runtime(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        set_runtime(runtime)
+
+    @property
+    def database_label(self) -> str:
+        if self._runtime is None:
+            return "the database"
+        return f"the database at {self._runtime.engine.url.render_as_string(hide_password=True)}"
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The absolute path of a SQLite database file that does not exist yet,
+    else None (also for in-memory SQLite and for other databases)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    if parsed.database.startswith("file:"):
+        return None
+    path = Path(parsed.database).expanduser().absolute()
+    return None if path.exists() else str(path)
 
 
 pass_ctx = click.make_pass_decorator(_Ctx, ensure=True)
@@ -44,18 +87,64 @@ def fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def warn_half_configured(rt: Runtime) -> None:
+    from models.config_warnings import config_warnings
+
+    for line in config_warnings(rt.settings):
+        click.echo(f"warning: {line}", err=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+class OrgsyncGroup(click.Group):
+    """Turns the operator errors every command can meet (a database or Redis
+    that cannot be reached, Ctrl-C) into one line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import redis
+        from alembic.util.exc import CommandError
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise SystemExit(130) from None
+        except SQLAlchemyError as exc:
+            obj = ctx.find_object(_Ctx)
+            where = obj.database_label if obj is not None else "the database"
+            if "no such table" in str(exc) or "UndefinedTable" in type(getattr(exc, "orig", exc)).__name__:
+                raise click.ClickException(
+                    f"{where} has no orgsync schema yet: run `orgsync db upgrade`") from None
+            raise click.ClickException(f"cannot use {where}: {_first_line(exc)}") from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise click.ClickException(
+                f"cannot reach Redis ({_first_line(exc)}); is REDIS_URL right and Redis running?") from None
+        except CommandError as exc:
+            raise click.ClickException(f"migration failed: {_first_line(exc)}") from None
+
+
+@click.group(cls=OrgsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
+              help="Logs on stderr: text on a terminal, JSON otherwise (auto; also ORGSYNC_LOG_FORMAT).")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, log_format: str | None) -> None:
     """orgsync: keep workspaces in step with GitHub orgs and GitLab groups."""
     import os
 
     from worker.logs import configure_logging
 
     ctx.ensure_object(_Ctx)
-    # Commands print for people on stdout; logs go to stderr as JSON, and only
+    if log_format is not None:
+        # Long-running commands reconfigure logging; they read the choice here.
+        os.environ["ORGSYNC_LOG_FORMAT"] = log_format
+    # Commands print for people on stdout; logs go to stderr, and only
     # warnings unless asked (long-running processes raise this to INFO).
-    configure_logging(os.environ.get("ORGSYNC_LOG_LEVEL") or "WARNING")
+    configure_logging(os.environ.get("ORGSYNC_LOG_LEVEL") or "WARNING", force=True)
 
 
 # ------------------------------------------------------------------ db
@@ -72,8 +161,107 @@ def db_upgrade(ctx: _Ctx) -> None:
     """Migrate the database to the newest schema."""
     from models.migrate import upgrade
 
+    ctx.may_create_database = True
     upgrade(ctx.runtime.settings.database_url)
     click.echo("database is at the newest revision")
+
+
+def _wait_for_schema(ctx: _Ctx, timeout: float, say: Callable[[str], None]) -> None:
+    """Return once the schema is at this code's head; fail after ``timeout``."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from models.migrate import current, head_revisions, known_revision
+
+    url = ctx.runtime.settings.database_url
+    heads = head_revisions()
+    deadline = time.monotonic() + timeout
+    said = ""
+    while True:
+        try:
+            rev = current(url)
+            problem = f"the schema is at {rev or 'nothing'}, not {', '.join(heads)}"
+        except OperationalError as exc:
+            rev, problem = None, f"the database is not reachable ({_first_line(exc)})"
+        if rev in heads:
+            return
+        if rev is not None and not known_revision(rev):
+            # A newer release migrated past this code; its schema keeps ours working.
+            say(f"the schema is at {rev}, newer than this code's {', '.join(heads)}; going on")
+            return
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"gave up after {timeout:.0f}s: {problem} (is `release` running?)")
+        if problem != said:
+            say(f"waiting for the release step: {problem}")
+            said = problem
+        time.sleep(1.0)
+
+
+@db.command("wait")
+@click.option("--timeout", default=300, show_default=True, type=click.IntRange(0),
+              help="Seconds to wait before giving up.")
+@pass_ctx
+def db_wait(ctx: _Ctx, timeout: int) -> None:
+    """Wait until the schema is at the newest revision (the Procfile's web,
+    worker and cron run this first, so nothing serves an old schema)."""
+    ctx.may_create_database = True  # the release step may not have created it yet
+    import time
+    from pathlib import Path
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    path = missing_sqlite_file(ctx.runtime.settings.database_url)
+    if path is not None:
+        # Connecting would create the file empty; wait for release to create it.
+        deadline = time.monotonic() + timeout
+        say(f"waiting for the release step to create {path}")
+        while not Path(path).exists():
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"gave up after {timeout}s: no database at {path}")
+            time.sleep(1.0)
+    _wait_for_schema(ctx, timeout, say)
+
+
+@main.command("release")
+@pass_ctx
+def release_cmd(ctx: _Ctx) -> None:
+    """The Procfile's release step: migrate to the newest schema.
+
+    Heroku runs it to completion before starting anything else. A local
+    Procfile runner (honcho, foreman) starts every line at once and stops all
+    of them when any one exits, so there it stays running, idle, after the
+    migration (web, worker and cron wait for the schema with `db wait`).
+    """
+    import os
+    import signal
+    import threading
+
+    from models.migrate import upgrade
+
+    ctx.may_create_database = True
+    upgrade(ctx.runtime.settings.database_url)
+    click.echo("release: database is at the newest revision")
+    if not _under_procfile_runner(os.environ):
+        return
+    click.echo("release: staying up, idle (a local Procfile runner stops everything when one process exits)")
+    sys.stdout.flush()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def _under_procfile_runner(env: Any) -> bool:
+    """True under honcho or foreman (which set HONCHO_PROCESS_NAME / PS), or
+    when asked; never on Heroku, which sets DYNO and needs the release phase
+    to exit."""
+    if env.get("DYNO"):
+        return False
+    if env.get("ORGSYNC_RELEASE_STAY", "").strip().lower() in ("1", "true", "yes"):
+        return True
+    return bool(env.get("HONCHO_PROCESS_NAME") or env.get("PS", "").startswith("release."))
 
 
 # ------------------------------------------------------------------ dev
@@ -82,8 +270,10 @@ def db_upgrade(ctx: _Ctx) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--demo", is_flag=True,
+              help="Serve with a built-in stand-in GitHub and GitLab (seeded, app installed) and print what to try.")
 @pass_ctx
-def dev(ctx: _Ctx, host: str, port: int) -> None:
+def dev(ctx: _Ctx, host: str, port: int, demo: bool) -> None:
     """Run web and jobs in one process (embedded default: SQLite, in-process Redis)."""
     from werkzeug.serving import make_server
 
@@ -93,9 +283,25 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
     from worker.queues import all_queues
 
     configure_logging(force=True)
+    ctx.may_create_database = True
+    stand_in: Any = None
+    if demo:
+        from demo import run as demo_run
+
+        # The stand-ins replace every provider setting; the database and
+        # Redis settings stay as configured.
+        stand_in = demo_run.start(ctx.settings)
+        ctx.use_runtime(Runtime(stand_in.settings))
     rt = ctx.runtime
+    warn_half_configured(rt)
     upgrade(rt.settings.database_url)
     app = create_app(runtime=rt)
+    if stand_in is not None:
+        from webhooks.oidc import OidcSettings, OidcVerifier
+        from webhooks.oidc_api import VERIFIER_EXTENSION
+
+        app.extensions[VERIFIER_EXTENSION] = OidcVerifier(
+            OidcSettings.from_settings(rt.settings), rt.redis, stand_in.oidc_http)
     server = make_server(host, port, app, threaded=True)
     base = f"http://{host}:{server.server_port}"
     click.echo(f"orgsync dev serving on {base}")
@@ -103,6 +309,12 @@ def dev(ctx: _Ctx, host: str, port: int) -> None:
     click.echo(f"  redis:    {'embedded (in-process)' if rt.embedded else 'external'}")
     click.echo(f"  GitHub webhook URL: {base}/webhooks/github")
     click.echo(f"  GitLab webhook URL: {base}/webhooks/gitlab")
+    if stand_in is not None:
+        from demo import run as demo_run
+
+        stand_in.orgsync_url = base
+        demo_run.adopt_all(stand_in, rt.session_factory)
+        click.echo(demo_run.script(stand_in))
     sys.stdout.flush()
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
@@ -148,10 +360,14 @@ def workspaces() -> None:
     """Inspect and manage workspaces."""
 
 
+_WORKSPACE_ROW = "{id:<36}  {name:<30} {kind:<9} {status:<12} {ref:<30} {owner}"
+
+
 def _render_workspace(w: dict[str, Any]) -> None:
     owner = w["owner"]["username"] if w.get("owner") else "-"
     ref = w.get("reference") or "-"
-    click.echo(f"{w['id']}  {w['name']:<30} {w['kind']:<9} {w['status']:<12} {ref:<30} owner={owner}")
+    click.echo(_WORKSPACE_ROW.format(id=w["id"], name=w["name"], kind=w["kind"], status=w["status"], ref=ref,
+                                     owner=owner).rstrip())
 
 
 @workspaces.command("list")
@@ -162,12 +378,16 @@ def workspaces_list(ctx: _Ctx, as_json: bool) -> None:
     from models import store
 
     with ctx.runtime.session() as s:
-        data = [store.workspace_to_dict(w) for w in store.list_workspaces(s)]
+        # The same envelope as the API's listings ({"deliveries": [...]}).
+        data = {"workspaces": [store.workspace_to_dict(w) for w in store.list_workspaces(s)]}
 
-    def render(items: list[dict[str, Any]]) -> None:
-        if not items:
+    def render(d: dict[str, Any]) -> None:
+        if not d["workspaces"]:
             click.echo("no workspaces")
-        for w in items:
+            return
+        click.echo(_WORKSPACE_ROW.format(id="ID", name="NAME", kind="KIND", status="STATUS", ref="REFERENCE",
+                                         owner="OWNER"))
+        for w in d["workspaces"]:
             _render_workspace(w)
 
     emit(data, as_json, render)
@@ -227,9 +447,11 @@ def workspaces_members(ctx: _Ctx, ref: str, as_json: bool) -> None:
     def render(d: dict[str, Any]) -> None:
         if not d["members"]:
             click.echo("no members")
+            return
+        click.echo(f"{'LOGIN':<30} {'ROLE':<8} {'ACCOUNT':<25} ACCESS")
         for m in d["members"]:
             user = m["user"]["username"] if m["user"] else "(no account)"
-            click.echo(f"{m['login']:<30} {m['role']:<8} {user:<25} {'access' if m['access'] else 'no access'}")
+            click.echo(f"{m['login']:<30} {m['role']:<8} {user:<25} {'yes' if m['access'] else 'no'}")
 
     emit(data, as_json, render)
 
@@ -246,13 +468,18 @@ def workspaces_activity(ctx: _Ctx, ref: str, after: int, limit: int, as_json: bo
 
     s, ws = _find(ctx, ref)
     with s:
-        data = [store.activity_to_dict(a) for a in store.list_activity(s, workspace_id=ws.id, after=after, limit=limit)]
+        entries = [store.activity_to_dict(a)
+                   for a in store.list_activity(s, workspace_id=ws.id, after=after, limit=limit)]
+    # Exactly GET /v1/workspaces/<ref>/activity's body.
+    data = {"workspace": ws.id, "activity": entries, "next_after": entries[-1]["seq"] if entries else after}
 
-    def render(items: list[dict[str, Any]]) -> None:
-        if not items:
+    def render(d: dict[str, Any]) -> None:
+        if not d["activity"]:
             click.echo("no activity")
-        for a in items:
-            click.echo(f"{a['seq']:>8} {a['at']} {a['actor']:<28} {a['action']:<22} {a['subject'] or ''}")
+            return
+        click.echo(f"{'SEQ':>8} {'AT':<32} {'ACTOR':<28} {'ACTION':<22} SUBJECT")
+        for a in d["activity"]:
+            click.echo(f"{a['seq']:>8} {a['at']:<32} {a['actor']:<28} {a['action']:<22} {a['subject'] or ''}")
 
     emit(data, as_json, render)
 
@@ -388,12 +615,48 @@ main.add_command(users_group, "users")
 def _run_inline(rt: Runtime, seconds: float, done: Callable[[], bool] | None = None) -> None:
     """Embedded default: nobody else would run the queued work, so this
     process does, with the real RQ code path (a burst worker) and the same
-    minute sweep that fires retries in production."""
+    sweep that fires retries in production."""
+    import os
+    import signal
     import time
+
+    from rq import SimpleWorker
 
     from worker.jobs import run_jobs_inline
 
-    run_jobs_inline(rt.redis, until=time.monotonic() + seconds, done=done)
+    class InterruptibleWorker(SimpleWorker):
+        """RQ's own Ctrl-C handling waits for the running job (a warm
+        shutdown) and a second Ctrl-C exits 0 with a traceback; here the
+        queue lives only in this process, so Ctrl-C ends it at once. What a
+        sync had not committed is rolled back by the database."""
+
+        def _install_signal_handlers(self) -> None:
+            def stop(signum: int, _frame: Any) -> None:
+                sys.stdout.flush()
+                click.echo("interrupted: stopped the work running in this process", err=True)
+                sys.stderr.flush()
+                os._exit(128 + signum)
+
+            signal.signal(signal.SIGINT, stop)
+            signal.signal(signal.SIGTERM, stop)
+
+    import logging
+
+    rq_log = logging.getLogger("rq.worker")
+    rq_log.addFilter(_drop_tracebacks)
+    try:
+        run_jobs_inline(rt.redis, until=time.monotonic() + seconds, done=done, worker_class=InterruptibleWorker)
+    finally:
+        rq_log.removeFilter(_drop_tracebacks)
+
+
+def _drop_tracebacks(record: Any) -> bool:
+    """A one-shot command reports a failed job itself, in one line; RQ's log
+    of it keeps its first line, without the traceback RQ puts in the text."""
+    message = record.getMessage()
+    if "\nTraceback" in message:
+        record.msg, record.args = message.split("\nTraceback", 1)[0], ()
+    return True
 
 
 def _progress(as_json: bool) -> Callable[[str], None]:
@@ -474,6 +737,19 @@ def _wait_for_syncs(rt: Runtime, queued: list[dict[str, Any]], after_run: int, t
             run_jobs_inline(rt.redis, until=time.monotonic())
         time.sleep(0.5)
     return [results[item["workspace"]] for item in queued]
+
+
+# RQ's job states in words (RQ's JobStatus prints as "JobStatus.QUEUED").
+_STATE_WORDS = {
+    "queued": "queued, waiting for a worker",
+    "started": "running",
+    "deferred": "waiting for another job",
+    "scheduled": "scheduled",
+    "finished": "finishing",
+    "failed": "failed",
+    "stopped": "stopped",
+    "canceled": "canceled",
+}
 
 
 def _describe_run(run: dict[str, Any]) -> str:
@@ -600,15 +876,18 @@ def deliveries_list(ctx: _Ctx, failed: bool, status_: str | None, provider: str 
     if status_ is not None and status_ not in dstore.STATUSES:
         fail(f"--status must be one of: {', '.join(dstore.STATUSES)}")
     with ctx.runtime.session() as s:
-        data = [dstore.delivery_to_dict(d)
-                for d in dstore.list_deliveries(s, status=status_, provider=provider, limit=limit)]
+        # Exactly GET /v1/admin/deliveries' body.
+        data = {"deliveries": [dstore.delivery_to_dict(d)
+                               for d in dstore.list_deliveries(s, status=status_, provider=provider, limit=limit)]}
 
-    def render(items: list[dict[str, Any]]) -> None:
-        if not items:
+    def render(d_: dict[str, Any]) -> None:
+        if not d_["deliveries"]:
             click.echo("no deliveries")
-        for d in items:
+            return
+        click.echo(f"{'RECEIVED':<32} {'SOURCE':<6} {'STATUS':<10} {'EVENT':<36} ID")
+        for d in d_["deliveries"]:
             event = d["event"] + (f".{d['action']}" if d["action"] else "")
-            line = f"{d['received_at']} {d['provider']:<6} {d['status']:<10} {event:<36} {d['id']}"
+            line = f"{d['received_at']:<32} {d['provider']:<6} {d['status']:<10} {event:<36} {d['id']}"
             if d["error"]:
                 line += f"  error: {d['error']}"
             click.echo(line)
@@ -641,12 +920,16 @@ def deliveries_replay(ctx: _Ctx, delivery_id: str, as_json: bool) -> None:
 
         _run_inline(rt, 60, finished)
         with rt.session() as s:
-            d = dstore.get_delivery(s, delivery_id)
-            data["status"], data["error"] = d.status, d.error
-    emit(data, as_json, lambda d: click.echo(
-        f"delivery {d['delivery']}: {d['status']}" + (f" ({d['error']})" if d.get("error") else "")))
-    if data["status"] == dstore.FAILED or (rt.embedded and data["status"] not in dstore.FINISHED):
-        raise SystemExit(1)
+            row = dstore.get_delivery(s, delivery_id)
+            data["status"], error = row.status, row.error
+    else:
+        error = None
+    emit(data, as_json, lambda d: click.echo(f"delivery {d['delivery']}: {d['status']}"))
+    if data["status"] == dstore.FAILED:
+        fail(f"delivery {delivery_id} failed again" + (f": {error}" if error else ""))
+    if rt.embedded and data["status"] not in dstore.FINISHED:
+        fail(f"delivery {delivery_id} is {data['status']}" + (f" ({error})" if error else "")
+             + "; it stays due and runs when `orgsync dev` is running")
 
 
 @deliveries.command("send")
@@ -662,13 +945,14 @@ def deliveries_replay(ctx: _Ctx, delivery_id: str, as_json: bool) -> None:
 def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url: str,
                     delivery_id: str | None, as_json: bool) -> None:
     """Sign a payload with the configured webhook secret and post it."""
+    import http.client
     import urllib.error
     import urllib.request
     from pathlib import Path
 
     from webhooks.signatures import github_headers, gitlab_headers
 
-    settings = ctx.runtime.settings
+    settings = ctx.settings
     body = Path(payload_file).read_bytes()
     try:
         json.loads(body)
@@ -684,6 +968,11 @@ def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url
         headers = gitlab_headers(body, event=event, token=settings.gitlab_webhook_secrets[0],
                                  signing_secret=settings.gitlab_webhook_signing_secret,
                                  idempotency_key=delivery_id)
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail(f"--url must be an http:// or https:// URL such as http://127.0.0.1:8000, not {url!r}")
     target = url.rstrip("/")
     if not target.endswith(f"/webhooks/{provider}"):
         target += f"/webhooks/{provider}"
@@ -693,8 +982,8 @@ def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url
             code, text = resp.status, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as err:
         code, text = err.code, err.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError) as exc:
-        fail(f"could not post to {target}: {getattr(exc, 'reason', exc)}")
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        fail(f"could not post to {target}: {getattr(exc, 'reason', exc) or type(exc).__name__}")
     try:
         answer: Any = json.loads(text)
     except ValueError:
@@ -741,6 +1030,7 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, fork: bool,
     rt = ctx.runtime
     if rt.embedded:
         fail("orgsync worker needs REDIS_URL (without it, `orgsync dev` runs the jobs in its own process)")
+    warn_half_configured(rt)
     names = queue_names or QUEUE_NAMES
     unknown = [n for n in names if n not in QUEUE_NAMES]
     if unknown:
@@ -792,6 +1082,7 @@ def cron_cmd(ctx: _Ctx) -> None:
     rt = ctx.runtime
     if rt.embedded:
         fail("orgsync cron needs REDIS_URL (without it, `orgsync dev` runs the periodic jobs itself)")
+    warn_half_configured(rt)
     delay = 1.0
     while True:
         try:

@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 from redis.exceptions import LockError
-from rq import Queue, Worker, get_current_job
+from rq import Queue, SimpleWorker, Worker, get_current_job
 from rq.job import Job
 from sqlalchemy import select
 
@@ -267,16 +267,16 @@ class OrgsyncWorker(Worker):
         super().main_work_horse(job, queue)
 
 
-def run_jobs_inline(connection: redis.Redis, *, until: float = 0.0,
-                    done: Any = None, poll: float = 0.5) -> None:
+def run_jobs_inline(connection: redis.Redis, *, until: float = 0.0, done: Any = None, poll: float = 0.5,
+                    worker_class: type[SimpleWorker] | None = None) -> None:
     """The embedded default has no separate worker or cron: drain the queues
     in this process with a burst SimpleWorker, and sweep (so retries and
     deferrals whose time comes are run exactly as in production), until
-    ``done()`` says so or ``until`` (a monotonic deadline) passes."""
-    from rq import SimpleWorker
-
+    ``done()`` says so or ``until`` (a monotonic deadline) passes.
+    ``worker_class`` lets the CLI handle Ctrl-C its own way."""
     while True:
-        SimpleWorker(all_queues(connection), connection=connection).work(burst=True, logging_level="WARNING")
+        (worker_class or SimpleWorker)(all_queues(connection), connection=connection).work(
+            burst=True, logging_level="WARNING")
         if done is not None and done():
             return
         if time.monotonic() >= until:

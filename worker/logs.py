@@ -90,8 +90,27 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(level: str | int | None = None, *, stream: Any = None, force: bool = False) -> None:
-    """Route structlog and the standard library through one JSON renderer.
+LOG_FORMATS = ("auto", "text", "json")
+
+
+def log_format(requested: str | None = None, stream: Any = None) -> str:
+    """``text`` or ``json``: as requested (or ``ORGSYNC_LOG_FORMAT``), and for
+    ``auto`` text when the logs go to a terminal (a person reads them) and
+    JSON otherwise (a log collector reads them)."""
+    choice = (requested or os.environ.get("ORGSYNC_LOG_FORMAT") or "auto").strip().lower()
+    if choice in ("text", "json"):
+        return choice
+    target = stream if stream is not None else sys.stderr
+    try:
+        return "text" if target.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
+def configure_logging(level: str | int | None = None, *, stream: Any = None, force: bool = False,
+                      fmt: str | None = None) -> None:
+    """Route structlog and the standard library through one renderer (JSON,
+    or text on a terminal; see ``log_format``).
 
     Idempotent: the app factory, the worker and the CLI may all call it.
     ``ORGSYNC_LOG_LEVEL`` sets the level (default INFO).
@@ -128,7 +147,8 @@ def configure_logging(level: str | int | None = None, *, stream: Any = None, for
             # Redaction runs last, after exceptions are rendered to text, so a
             # token inside an exception message is caught too.
             redact_secrets,
-            structlog.processors.JSONRenderer(default=str),
+            structlog.processors.JSONRenderer(default=str) if log_format(fmt, stream) == "json"
+            else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
         ],
     )
     handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()

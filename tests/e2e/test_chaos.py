@@ -19,7 +19,7 @@ from tests.conftest import REQUIRE, need_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.deep, pytest.mark.postgres]
 
 # Small enough for a few minutes on a CI machine, large enough that Redis dies
 # with jobs queued and that a worker is caught running a delivery job.

@@ -23,9 +23,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from demo.fakes.github_server import FakeGitHub
+from demo.fakes.server import FakeProviderServer
 from tests.conftest import REDIS_URL, need_redis
-from tests.fakes.github_server import FakeGitHub
-from tests.fakes.server import FakeProviderServer
 from webhooks.signatures import github_headers
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,14 +15,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from demo.fakes.gitlab_server import DEFAULT_TOKEN
+from demo.fakes.server import FakeProviderServer
 from models import store
 from models.config import Settings
 from models.tables import Activity, HttpCacheEntry, RosterEntry, SyncRun, Workspace
 from sync.context import SyncContext, build_sync_context
 from sync.errors import RateLimited, TransientProviderError
 from sync.orgs import adopt_installation, full_sync, member_sync, rename_workspace
-from tests.fakes.gitlab_server import DEFAULT_TOKEN
-from tests.fakes.server import FakeProviderServer
 
 APP_ID = "4242"
 GH_ORG, GH_INSTALLATION = 9001, 77
@@ -244,7 +244,9 @@ def test_adds_removals_and_role_changes_land_with_activity(org: Org) -> None:
     with org.ctx.session() as s:
         entry = s.scalars(select(Activity).where(Activity.action == "member.role_changed")).one()
         assert entry.actor == f"sync:{second['id']}"
-        assert entry.details == {"provider_user_id": 2, "from": "member", "to": "admin"}
+        assert entry.details == {"provider_user_id": 2, "login": "user2", "from": "member", "to": "admin"}
+        # No account for user 2 here: the subject is the provider id (SPEC section 3).
+        assert entry.subject == f"{org.provider}:2"
     run = org.runs()[-1]
     assert run.kind == "full" and run.trigger == "test" and run.finished_at is not None
     assert org.workspace().last_full_sync_at is not None

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from responses import matchers
 
+from demo.fakes.github_server import FakeGitHub
 from sync.errors import (
     AuthBroken,
     InvalidUserToken,
@@ -33,7 +34,6 @@ from sync.errors import (
 )
 from sync.providers.base import CachedPage, Provider, ProviderMember, ProviderOrg, RosterPage
 from sync.providers.github import GitHubProvider
-from tests.fakes.github_server import FakeGitHub
 
 API = "https://api.github.com"
 # PyGithub sends every request to an explicit :443, so that is what the
@@ -600,7 +600,7 @@ def gh_switch() -> Iterator[tuple[_SwitchableGitHub, str]]:
     """The fake GitHub over loopback HTTP, mounted at /gh as the shared server does."""
     switch = _SwitchableGitHub()
     try:
-        from tests.fakes.server import FakeProviderServer
+        from demo.fakes.server import FakeProviderServer
     except ImportError:  # the shared server also needs the GitLab fake
         FakeProviderServer = None  # type: ignore[assignment,misc]
     if FakeProviderServer is not None:

@@ -19,6 +19,7 @@ import requests
 import responses
 from responses import matchers
 
+from demo.fakes.gitlab_server import DEFAULT_TOKEN, FakeGitLab
 from sync.errors import (
     AuthBroken,
     InvalidUserToken,
@@ -36,7 +37,6 @@ from sync.providers.base import (
     TokenOrg,
 )
 from sync.providers.gitlab import GitLabProvider, NotAGroup
-from tests.fakes.gitlab_server import DEFAULT_TOKEN, FakeGitLab
 
 BASE = "https://gitlab.test"
 API = f"{BASE}/api/v4"
@@ -530,8 +530,8 @@ class _Server:
 @pytest.fixture
 def server() -> Iterator[_Server]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    if importlib.util.find_spec("tests.fakes.github_server") is not None:
-        from tests.fakes.server import FakeProviderServer
+    if importlib.util.find_spec("demo.fakes.github_server") is not None:
+        from demo.fakes.server import FakeProviderServer
 
         with FakeProviderServer() as shared:
             yield _Server(shared.gitlab, shared.gitlab_url)

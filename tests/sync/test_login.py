@@ -12,6 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from demo.fakes.gitlab_server import DEFAULT_TOKEN
+from demo.fakes.server import FakeProviderServer
 from models import store
 from models.base import Base
 from models.config import Settings
@@ -20,8 +22,6 @@ from sync.context import SyncContext, build_sync_context
 from sync.errors import InvalidUserToken
 from sync.login import login_sync
 from sync.orgs import full_sync
-from tests.fakes.gitlab_server import DEFAULT_TOKEN
-from tests.fakes.server import FakeProviderServer
 from webhooks.app import create_app
 from worker.runtime import Runtime
 

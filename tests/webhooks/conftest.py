@@ -19,11 +19,11 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from demo.fakes.gitlab_server import DEFAULT_TOKEN
+from demo.fakes.server import FakeProviderServer
 from models import lanes, store
 from models.config import Settings
 from models.tables import Activity, Delivery, RosterEntry, SyncRun, WorkLane, Workspace
-from tests.fakes.gitlab_server import DEFAULT_TOKEN
-from tests.fakes.server import FakeProviderServer
 from webhooks.app import create_app
 from webhooks.signatures import github_headers, gitlab_headers
 from worker.runtime import Runtime, set_runtime

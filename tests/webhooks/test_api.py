@@ -364,6 +364,9 @@ def test_metrics_are_computed_from_shared_state(api: World, acme: dict[str, Any]
     queues.wake(api.redis, "github:9001", queue="sync")
     resp = api.client.get("/metrics")
     assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    # Exactly Prometheus' exposition type, with its charset named once.
+    content_type = resp.headers["Content-Type"]
+    assert content_type.startswith("text/plain; version=") and content_type.count("charset=") == 1, content_type
     text = resp.get_data(as_text=True)
     assert 'orgsync_deliveries{event="organization",outcome="processed",provider="github"} 1.0' in text
     assert 'orgsync_sync_runs_total{kind="full",result="ok"} 1.0' in text

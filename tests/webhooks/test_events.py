@@ -100,7 +100,9 @@ def test_processed_delivery_links_the_activity_it_caused(world: World, octo: str
         entries = s.scalars(select(Activity).where(Activity.seq.in_(d.outcome["activity"]))).all()  # type: ignore[index]
         run = s.get(SyncRun, d.outcome["sync"]["id"])  # type: ignore[index]
     # The member added by the sync run this delivery started, and that run's summary.
-    assert (entries[0].action, entries[0].subject) == ("member.added", "alice")
+    # Alice has no account here: the subject is her provider id, the login a detail.
+    assert (entries[0].action, entries[0].subject) == ("member.added", f"github:{ALICE[0]}")
+    assert entries[0].details["login"] == "alice"  # type: ignore[index]
     assert {e.actor for e in entries} == {f"sync:{run.id}"}  # type: ignore[union-attr]
     assert run is not None and run.trigger == "webhook:act-1"
     assert resp.get_json()["delivery"] == "act-1"

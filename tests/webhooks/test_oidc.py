@@ -1,6 +1,6 @@
 """CI tenant resolution: POST /v1/oidc/resolve and the verifier behind it.
 
-Keys and tokens are made here (tests/fakes/issuer.py); the issuers' discovery
+Keys and tokens are made here (demo/fakes/issuer.py); the issuers' discovery
 documents and JWKS are served through ``responses`` with fetch counters, the
 store is a real SQLite database, Redis is fakeredis (or real Redis for the
 tests marked ``redis``).
@@ -23,12 +23,12 @@ import redis as redis_lib
 import requests
 import responses
 
+from demo.fakes.issuer import DROP, GITHUB_ISSUER, GITLAB_ISSUER, FakeIssuer, b64url
 from models import store
 from models.base import Base
 from models.config import Settings
 from sync.errors import NotFound, TransientProviderError
 from sync.providers.base import ProviderOrg
-from tests.fakes.issuer import DROP, GITHUB_ISSUER, GITLAB_ISSUER, FakeIssuer, b64url
 from webhooks.app import create_app
 from webhooks.oidc import (
     InvalidToken,

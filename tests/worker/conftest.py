@@ -17,12 +17,12 @@ import redis as redis_lib
 from rq import SimpleWorker
 from sqlalchemy.engine import Engine
 
+from demo.fakes.gitlab_server import DEFAULT_TOKEN
+from demo.fakes.server import FakeProviderServer
 from models import deliveries, store
 from models.base import make_engine
 from models.config import Settings
 from tests.conftest import _create_all
-from tests.fakes.gitlab_server import DEFAULT_TOKEN
-from tests.fakes.server import FakeProviderServer
 from worker import jobs
 from worker.queues import all_queues
 from worker.runtime import Runtime, set_runtime

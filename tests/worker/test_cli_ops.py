@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner, Result
 from werkzeug.serving import make_server
 
+from demo.fakes.server import FakeProviderServer
 from models import deliveries, store
 from models.base import make_engine
 from models.migrate import upgrade
-from tests.fakes.server import FakeProviderServer
 from tests.worker.conftest import (
     ADMIN_TOKEN,
     APP_ID,
@@ -180,9 +180,10 @@ def test_deliveries_list_and_replay(cli_env: dict[str, str], seeded: dict[str, s
     _record(cli_env, "d-failed", 3, "failed")
     _record(cli_env, "d-new", 2, "received")
     failed = as_json(run(cli_env, "deliveries", "list", "--failed", "--json"))
-    assert [d["id"] for d in failed] == ["d-failed"]
-    assert failed == api_json(cli_env, "GET", "/v1/admin/deliveries?status=failed")["deliveries"]
-    assert {d["id"] for d in as_json(run(cli_env, "deliveries", "list", "--json"))} == {"d-failed", "d-new"}
+    assert [d["id"] for d in failed["deliveries"]] == ["d-failed"]
+    assert failed == api_json(cli_env, "GET", "/v1/admin/deliveries?status=failed")
+    listed = as_json(run(cli_env, "deliveries", "list", "--json"))["deliveries"]
+    assert {d["id"] for d in listed} == {"d-failed", "d-new"}
 
     replayed = as_json(run(cli_env, "deliveries", "replay", "d-failed", "--json"))
     assert replayed["delivery"] == "d-failed" and replayed["status"] == "processed"
@@ -211,7 +212,7 @@ def test_deliveries_send_signs_and_posts_to_the_app(cli_env: dict[str, str], see
                            "--event", "organization", "--delivery-id", "sent-1", "--url", url, "--json"))
         assert body == {"status_code": 202, "response": {"delivery": "sent-1", "status": "queued"}}
         listed = as_json(run(cli_env, "deliveries", "list", "--json"))
-        assert [d["id"] for d in listed] == ["sent-1"]
+        assert [d["id"] for d in listed["deliveries"]] == ["sent-1"]
         # A wrong secret is refused by the app: non-zero exit.
         bad = CliRunner().invoke(main, ["deliveries", "send", str(payload), "--provider", "github", "--event",
                                         "organization", "--url", url],
@@ -251,6 +252,7 @@ def test_resync_wait_follows_the_job_on_real_redis(cli_env: dict[str, str], seed
     body = json.loads(out)
     assert body["results"][0]["run"]["result"] == "ok"
     assert "acme: ok (+1 -0 ~0" in err  # progress went to stderr, JSON to stdout
+    assert "JobStatus" not in err and "waiting for a worker" in err  # states in words
 
 
 def test_workspaces_reconnect_reads_the_provider_first(cli_env: dict[str, str], seeded: dict[str, str],

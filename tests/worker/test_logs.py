@@ -68,3 +68,41 @@ def test_exceptions_are_rendered_inside_the_json_line(stream: io.StringIO) -> No
         get_logger("orgsync.test").exception("job failed")
     [line] = lines(stream)
     assert "RuntimeError" in line["exception"] and "abcdefghij" not in line["exception"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("requested", "env", "tty", "expected"), [
+    (None, None, True, "text"),
+    (None, None, False, "json"),
+    ("auto", None, True, "text"),
+    (None, "json", True, "json"),
+    (None, "text", False, "text"),
+    ("json", "text", True, "json"),  # the flag wins over the variable
+    (None, "bogus", False, "json"),
+])
+def test_log_format_is_text_on_a_terminal_and_json_otherwise(
+        monkeypatch: pytest.MonkeyPatch, requested: str | None, env: str | None, tty: bool, expected: str) -> None:
+    from worker.logs import log_format
+
+    if env is None:
+        monkeypatch.delenv("ORGSYNC_LOG_FORMAT", raising=False)
+    else:
+        monkeypatch.setenv("ORGSYNC_LOG_FORMAT", env)
+    assert log_format(requested, _Terminal() if tty else io.StringIO()) == expected
+
+
+def test_text_logs_on_a_terminal_are_one_readable_line_and_still_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORGSYNC_LOG_FORMAT", raising=False)
+    buf = _Terminal()
+    configure_logging("INFO", stream=buf, force=True)
+    try:
+        get_logger("orgsync.test").warning("configured", access_token="s3cr3t-value-xyz", org="acme")
+    finally:
+        configure_logging("WARNING", force=True)
+    [line] = buf.getvalue().splitlines()
+    assert not line.startswith("{") and "configured" in line and "org=acme" in line
+    assert "s3cr3t-value-xyz" not in line and REDACTED in line

@@ -1,6 +1,6 @@
 """An in-memory GitLab REST API (the parts orgsync reads), as a WSGI app.
 
-Mounted under ``/gl`` by ``tests.fakes.server.FakeProviderServer``; python-gitlab
+Mounted under ``/gl`` by ``demo.fakes.server.FakeProviderServer``; python-gitlab
 then talks to ``http://127.0.0.1:PORT/gl`` and requests arrive as
 ``/api/v4/...``. Answers follow the shapes in ``shared/corpus/api/gitlab.*``
 and GitLab's pagination headers (``Link``, ``X-Page``, ``X-Next-Page``,

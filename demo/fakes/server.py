@@ -5,7 +5,7 @@ PyGithub and python-gitlab talk to it over real HTTP:
 - GITLAB_URL     = ``server.gitlab_url``     (``http://127.0.0.1:PORT/gl``; python-gitlab adds /api/v4)
 
 Use it in tests as a context manager, or run it for benchmarks:
-``python -m tests.fakes.server --port 9100``.
+``python -m demo.fakes.server --port 9100``.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 
-from tests.fakes.github_server import FakeGitHub
-from tests.fakes.gitlab_server import FakeGitLab
+from demo.fakes.github_server import FakeGitHub
+from demo.fakes.gitlab_server import FakeGitLab
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -36,10 +36,12 @@ def _not_found(environ: dict[str, Any], start_response: Any) -> Any:
 
 class FakeProviderServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 github: FakeGitHub | None = None, gitlab: FakeGitLab | None = None) -> None:
+                 github: FakeGitHub | None = None, gitlab: FakeGitLab | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
         self.github = github or FakeGitHub()
         self.gitlab = gitlab or FakeGitLab()
-        app = DispatcherMiddleware(_not_found, {"/gh": self.github.wsgi, "/gl": self.gitlab.wsgi})
+        # ``extra``: more WSGI apps by mount point (the demo's /demo controls).
+        app = DispatcherMiddleware(_not_found, {"/gh": self.github.wsgi, "/gl": self.gitlab.wsgi, **(extra or {})})
         self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
         self.host = host
         self.port = self._server.server_port

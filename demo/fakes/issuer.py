@@ -1,6 +1,7 @@
 """A fake OIDC issuer (GitHub Actions / GitLab CI) for tests.
 
-Serves the discovery document and the JWKS through a ``responses`` mock,
+Serves the discovery document and the JWKS through a ``responses`` mock (or
+anything with its ``add_callback``, such as the demo's requests adapter),
 counts every fetch, and mints tokens with any header, claims, key or
 algorithm, including the malformed and hostile ones real issuers never
 produce (alg none, HS256 with the public key as secret, string exp...).
@@ -16,9 +17,8 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import responses
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jwt.algorithms import RSAAlgorithm
@@ -55,6 +55,13 @@ def b64url(data: bytes) -> str:
 
 def _json_part(value: Any) -> str:
     return b64url(json.dumps(value, separators=(",", ":")).encode())
+
+
+class CallbackRegistry(Protocol):
+    """What FakeIssuer needs of ``responses.RequestsMock`` (a test-only
+    dependency, so the demo brings its own)."""
+
+    def add_callback(self, method: str, url: str, callback: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ class FakeIssuer:
 
     def __init__(
         self,
-        mock: responses.RequestsMock,
+        mock: CallbackRegistry,
         url: str,
         provider: str,
         *,
@@ -121,9 +128,9 @@ class FakeIssuer:
         self.jwks_fetches = 0
         self._lock = threading.Lock()
         mock.add_callback(
-            responses.GET, f"{url.rstrip('/')}/.well-known/openid-configuration", callback=self._discovery
+            "GET", f"{url.rstrip('/')}/.well-known/openid-configuration", callback=self._discovery
         )
-        mock.add_callback(responses.GET, self.jwks_uri, callback=self._jwks)
+        mock.add_callback("GET", self.jwks_uri, callback=self._jwks)
 
     # -- serving ------------------------------------------------------------
 

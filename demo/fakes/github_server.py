@@ -6,7 +6,7 @@ with GitHub's quirks that matter to a syncer: ``Link`` pagination with
 absolute URLs, weak ETags and 304 answers to ``If-None-Match``, rate-limit
 headers, pending memberships, renames, revoked installations.
 
-Mount ``FakeGitHub().wsgi`` anywhere (``tests.fakes.server`` mounts it at
+Mount ``FakeGitHub().wsgi`` anywhere (``demo.fakes.server`` mounts it at
 ``/gh``); all URLs it emits are built from the request's root URL.
 
 Sized for benchmarks: members live in dicts; each org keeps its sorted member
