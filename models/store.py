@@ -43,7 +43,8 @@ from models.tables import (
 )
 
 ACTIVITY_COUNTER = "activity"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+# Used with fullmatch: "$" would also match before a trailing newline.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def new_id(prefix: str) -> str:
@@ -146,7 +147,7 @@ def _name_free(session: Session, name: str, *, exclude_id: str | None = None) ->
 
 
 def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name) or ":" in name or name.startswith(("ws_", "usr_")):
+    if not _NAME_RE.fullmatch(name) or ":" in name or name.startswith(("ws_", "usr_")):
         raise InvalidName(
             f"workspace name {name!r} must be 1-255 letters, digits, '.', '_' or '-', "
             "and must not look like an id"
@@ -522,7 +523,7 @@ def mark_link(session: Session, ws: Workspace, link_status: str, error: str | No
 
 
 def set_subscription(session: Session, ws: Workspace, plan: str | None, *, actor: str = "operator") -> None:
-    if plan is not None and not re.match(r"^[A-Za-z0-9._-]{1,64}$", plan):
+    if plan is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", plan):
         raise InvalidState("a plan name is 1-64 letters, digits, '.', '_' or '-'")
     if ws.subscription_plan == plan:
         return
