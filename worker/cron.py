@@ -9,7 +9,8 @@ Jobs (all on the ``default`` queue):
 - ``schedule_resyncs`` every RESYNC_TICK seconds: schedules (``enqueue_at``)
   the full resyncs whose slot falls in the coming window;
 - ``sweep`` every minute;
-- ``prune`` daily at 03:17 UTC.
+- ``prune`` daily at 03:17 UTC;
+- ``prune_sync_runs`` daily at 03:47 UTC (sync runs older than 30 days).
 
 Spreading the resyncs: each workspace has a fixed slot in the interval,
 ``sha256(workspace id) mod ORGSYNC_RESYNC_INTERVAL``, plus a little random
@@ -31,6 +32,7 @@ from models.config import Settings
 RESYNC_TICK = 60
 SWEEP_EVERY = 60
 PRUNE_CRON = "17 3 * * *"
+PRUNE_SYNC_RUNS_CRON = "47 3 * * *"
 # Periodic jobs' own results are of no interest; failures are kept a day.
 _JOB_OPTIONS = {"result_ttl": 300, "failure_ttl": 86400}
 
@@ -69,6 +71,8 @@ def register_jobs(scheduler: CronScheduler, settings: Settings) -> list[CronJob]
                            name="sweep", **_JOB_OPTIONS),  # type: ignore[arg-type]
         scheduler.register(jobs.prune, "default", cron=PRUNE_CRON, job_timeout=1800,
                            name="prune", **_JOB_OPTIONS),  # type: ignore[arg-type]
+        scheduler.register(jobs.prune_sync_runs, "default", cron=PRUNE_SYNC_RUNS_CRON, job_timeout=1800,
+                           name="prune_sync_runs", **_JOB_OPTIONS),  # type: ignore[arg-type]
     ]
 
 

@@ -23,7 +23,7 @@ from rq.job import Job, JobStatus
 from rq.registry import clean_registries
 
 from models import deliveries as dstore
-from models import queries
+from models import queries, retention
 from models.tables import as_utc, utcnow
 from sync.context import SyncContext, build_sync_context
 from sync.errors import RateLimited
@@ -428,3 +428,16 @@ __all__ = [
     "sweep",
     "sync_org",
 ]
+
+
+SYNC_RUNS_PRUNE_AFTER = timedelta(days=30)
+
+
+def prune_sync_runs() -> int:
+    """Daily: delete sync runs older than 30 days (each workspace's newest
+    full run is kept: status shows it as the last sync)."""
+    rt = get_runtime()
+    with rt.session() as s:
+        n = retention.prune_sync_runs(s, SYNC_RUNS_PRUNE_AFTER)
+    log.info("sync runs pruned", count=n)
+    return n

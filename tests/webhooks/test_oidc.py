@@ -593,6 +593,8 @@ def test_a_replay_flood_writes_one_change_feed_entry_and_counts_every_replay(wor
         feed = [a for a in store.list_activity(s, limit=1000) if a.action.startswith("oidc.")]
     assert [a.action for a in feed] == ["oidc.resolved", "oidc.refused"]
     assert int(world.redis.get(REPLAYS_COUNTER)) == 50
+    metrics = world.app.test_client().get("/metrics").get_data(as_text=True)
+    assert "orgsync_oidc_replays_total 50.0" in metrics
     # Another token's replay is its own first one.
     other = world.github.mint()
     assert world.post(other).status_code == 200

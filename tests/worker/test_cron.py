@@ -14,6 +14,7 @@ from tests.worker.conftest import Env
 from worker import jobs
 from worker.cron import (
     PRUNE_CRON,
+    PRUNE_SYNC_RUNS_CRON,
     RESYNC_TICK,
     SWEEP_EVERY,
     build_cron,
@@ -27,11 +28,13 @@ from worker.queues import fetch_job
 def test_cron_registers_the_periodic_jobs(env: Env) -> None:
     scheduler = build_cron(env.redis, env.runtime.settings, logging_level="WARNING")
     registered = {j.name: j for j in scheduler.get_jobs()}
-    assert set(registered) == {"schedule_resyncs", "sweep", "prune"}
+    assert set(registered) == {"schedule_resyncs", "sweep", "prune", "prune_sync_runs"}
     assert registered["schedule_resyncs"].func_name == "worker.jobs.schedule_resyncs"
     assert registered["schedule_resyncs"].interval == min(RESYNC_TICK, env.runtime.settings.resync_interval)
     assert registered["sweep"].interval == SWEEP_EVERY == 60
     assert registered["prune"].cron == PRUNE_CRON
+    assert registered["prune_sync_runs"].cron == PRUNE_SYNC_RUNS_CRON
+    assert registered["prune_sync_runs"].func_name == "worker.jobs.prune_sync_runs"
     assert {j.queue_name for j in registered.values()} == {"default"}
 
     # The first pass enqueues the interval jobs at once (the prune waits for 03:17).
