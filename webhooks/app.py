@@ -8,7 +8,7 @@ from flask import Flask
 
 from models.config import Settings, load_settings
 from webhooks.errors import register_error_handlers
-from webhooks.limits import ExactLimitRequest
+from webhooks.limits import BodyReadDeadline, ExactLimitRequest
 from worker.logs import configure_logging
 from worker.runtime import Runtime
 
@@ -35,6 +35,7 @@ def create_app(
     configure_logging()
     app = Flask("orgsync")
     app.request_class = ExactLimitRequest
+    app.wsgi_app = BodyReadDeadline(app.wsgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if runtime is None:
