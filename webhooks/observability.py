@@ -369,7 +369,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad request", 401: "Missing or wrong bearer token", 402: "Subscription required",
-            403: "Forbidden, or this API is turned off", 404: "Not found", 409: "Conflicts with the state",
+            403: "Forbidden, or this API is turned off", 404: "Not found", 408: "The body was not received in time",
+            409: "Conflicts with the state",
             413: "Body too large", 415: "Unsupported media type", 502: "Provider answer unusable",
             503: "A dependency is unavailable"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
@@ -423,7 +424,7 @@ def build_openapi() -> dict[str, Any]:
             }},
             "responses": {"200": _json(_ref("WebhookAnswer"), "Duplicate delivery, or ping"),
                           "202": _json(_ref("WebhookAnswer"), "Recorded and queued, or recorded and ignored"),
-                          **_errors(400, 401, 413, 415)},
+                          **_errors(400, 401, 408, 413, 415, 503)},
         }},
         "/webhooks/gitlab": {"post": {
             "summary": "GitLab webhook (X-Gitlab-Token; Standard Webhooks signature when configured)",
@@ -440,7 +441,7 @@ def build_openapi() -> dict[str, Any]:
             "requestBody": _body({"type": "object"}),
             "responses": {"200": _json(_ref("WebhookAnswer"), "Duplicate delivery"),
                           "202": _json(_ref("WebhookAnswer"), "Recorded and queued, or recorded and ignored"),
-                          **_errors(400, 401, 413, 415)},
+                          **_errors(400, 401, 408, 413, 415, 503)},
         }},
         "/v1/logins": {"post": {
             "summary": "Sync a user's memberships at login", "operationId": "login", "security": service,

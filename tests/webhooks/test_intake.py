@@ -4,6 +4,9 @@ rejection, idempotency, and the durable path when Redis is down.
 Every rejected request is checked to change nothing (row counts)."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -566,3 +569,20 @@ def test_database_unreachable_is_503_with_retry_after(world: World, url: str, pr
     assert resp.get_json()["error"] == "database_unavailable"
     assert int(resp.headers["Retry-After"]) > 0
     assert "127.0.0.1" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("secret", ["whsec_", "whsec_not*base64!"], ids=["empty key", "not base64"])
+def test_a_malformed_signing_secret_authenticates_nothing(make_world: MakeWorld, secret: str) -> None:
+    """load_settings refuses these at start; Settings built by hand must not
+    turn them into a key anyone knows (HMAC under b"" or the raw text)."""
+    world = make_world(gitlab_webhook_secrets=(), gitlab_webhook_signing_secret=secret)
+    world.gitlab_workspace(100, "acme")
+    body = json.dumps(GL_MEMBER).encode()
+    ts = int(time.time())
+    for key in (b"", secret.removeprefix("whsec_").encode()):
+        mac = hmac.new(key, f"msg_forged.{ts}.".encode() + body, hashlib.sha256).digest()
+        forged = {"webhook-id": "msg_forged", "webhook-timestamp": str(ts),
+                  "webhook-signature": "v1," + base64.b64encode(mac).decode()}
+        resp = world.post_gitlab("Member Hook", body, token=None, headers=forged)
+        assert resp.status_code == 401, resp.get_json()
+    assert world.counts()["deliveries"] == 0
