@@ -48,8 +48,10 @@ bp = Blueprint("observability", __name__)
 log = logging.getLogger(__name__)
 
 METRICS_REFRESH_SECONDS = 30
-SNAPSHOT_KEY = "orgsync:metrics:database"
-REFRESH_LOCK_KEY = "orgsync:metrics:refreshing"
+# Cache keys only (figures read from the store, refreshable at any time).
+METRICS_CACHE_PREFIX = "orgsync:metrics:"
+SNAPSHOT_KEY = METRICS_CACHE_PREFIX + "database"
+REFRESH_LOCK_KEY = METRICS_CACHE_PREFIX + "refreshing"
 # app.extensions keys: the clock (tests move it) and the process's own copy
 # of the snapshot, used while Redis is unreachable.
 CLOCK_EXTENSION = "orgsync_metrics_clock"
