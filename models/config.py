@@ -6,6 +6,8 @@ reach a log line or a traceback.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,8 +39,10 @@ class Settings:
     oidc_github_issuers: tuple[str, ...] = ("https://token.actions.githubusercontent.com",)
     oidc_gitlab_issuers: tuple[str, ...] = ("https://gitlab.com",)
     oidc_accept_github_owner_audience: bool = False
+    oidc_max_token_lifetime: int = 14400
     resync_interval: int = 21600
     max_removal_fraction: float = 0.5
+    metrics_tokens: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def embedded_redis(self) -> bool:
@@ -122,6 +126,86 @@ def _issuers(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]
     return values
 
 
+# GitHub.com's Actions issuer; an enterprise with a unique issuer URL gets
+# ``https://token.actions.githubusercontent.com/<enterprise slug>``, still
+# signed by github.com and carrying github.com ids.
+GITHUB_COM_ISSUER_HOST = "token.actions.githubusercontent.com"
+GITHUB_COM_API_HOST = "api.github.com"
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).netloc or "").lower()
+
+
+def issuer_instance(provider: str, issuer: str, github_api_url: str, gitlab_url: str) -> str | None:
+    """The provider instance (its API base URL) whose numeric ids an
+    issuer's tokens carry, when that is the instance the store mirrors;
+    None when the issuer belongs to another instance.
+
+    Ids are unique per instance only: GitHub Enterprise Server's org 42 and
+    github.com's org 42 are different owners, as are gitlab.com's and a
+    self-managed GitLab's group 42. The store holds the ids of exactly one
+    instance per provider, so a token from any other instance must never be
+    looked up in it.
+    """
+    host = _host(issuer)
+    if provider == "github":
+        api_host = _host(github_api_url)
+        if host == GITHUB_COM_ISSUER_HOST:
+            return github_api_url if api_host == GITHUB_COM_API_HOST else None
+        # GitHub Enterprise Server issues from https://HOST/_services/token and
+        # serves its API at https://HOST/api/v3: the same host.
+        return github_api_url if api_host != GITHUB_COM_API_HOST and host == api_host else None
+    # A GitLab instance is its own issuer (https://gitlab.example.com).
+    return gitlab_url if host == _host(gitlab_url) else None
+
+
+def _default_issuers(provider: str, github_api_url: str, gitlab_url: str) -> tuple[str, ...]:
+    """The issuer of the synced instance itself, when it can issue tokens we
+    accept (https only); none for a plain-http instance (a local stand-in)."""
+    if provider == "github":
+        if _host(github_api_url) == GITHUB_COM_API_HOST:
+            return (f"https://{GITHUB_COM_ISSUER_HOST}",)
+        parts = urlsplit(github_api_url)
+        return (f"https://{parts.netloc}/_services/token",) if parts.scheme == "https" else ()
+    return (gitlab_url,) if urlsplit(gitlab_url).scheme == "https" else ()
+
+
+def _bound_issuers(env: Mapping[str, str], provider: str, github_api_url: str, gitlab_url: str
+                   ) -> tuple[str, ...]:
+    name = "OIDC_GITHUB_ISSUERS" if provider == "github" else "OIDC_GITLAB_ISSUERS"
+    if not _list(env, name):
+        return _default_issuers(provider, github_api_url, gitlab_url)
+    issuers = _issuers(env, name, "")
+    instance_var = "GITHUB_API_URL" if provider == "github" else "GITLAB_URL"
+    instance = github_api_url if provider == "github" else gitlab_url
+    for issuer in issuers:
+        if issuer_instance(provider, issuer, github_api_url, gitlab_url) is None:
+            raise ConfigError(
+                name, f"issuer {issuer} belongs to another instance than {instance_var}={instance}; "
+                "its tokens' ids cannot be resolved in this store",
+            )
+    return issuers
+
+
+def _signing_secret(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith("whsec_"):
+        raise ConfigError(name, "must start with whsec_")
+    # The HMAC key is the base64 after the prefix. An empty or undecodable
+    # key would make every signature trivially forgeable (HMAC with an empty
+    # key is public knowledge), so it stops the process instead.
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(name, "the part after whsec_ must be base64") from None
+    if len(key) < 16:
+        raise ConfigError(name, "the key after whsec_ must decode to at least 16 bytes")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     database_url = env.get("DATABASE_URL", "").strip() or "sqlite:///orgsync.db"
@@ -138,27 +222,38 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     app_id = env.get("GITHUB_APP_ID", "").strip() or None
     if app_id is not None and not (app_id.isascii() and app_id.isdigit()):
         raise ConfigError("GITHUB_APP_ID", "must be the numeric app id")
-    signing = env.get("GITLAB_WEBHOOK_SIGNING_SECRET", "").strip() or None
-    if signing is not None and not signing.startswith("whsec_"):
-        raise ConfigError("GITLAB_WEBHOOK_SIGNING_SECRET", "must start with whsec_")
+    signing = _signing_secret(env, "GITLAB_WEBHOOK_SIGNING_SECRET")
+    github_api_url = _url(env, "GITHUB_API_URL", "https://api.github.com", ("https", "http"))
+    gitlab_url = _url(env, "GITLAB_URL", "https://gitlab.com", ("https", "http"))
     audience = env.get("OIDC_AUDIENCE", "").strip() or "orgsync"
+    github_issuers = _bound_issuers(env, "github", github_api_url, gitlab_url)
+    gitlab_issuers = _bound_issuers(env, "gitlab", github_api_url, gitlab_url)
+    if set(github_issuers) & set(gitlab_issuers):
+        # One issuer must mean one claim schema, or a GitLab token could be
+        # read with GitHub's claim names.
+        raise ConfigError("OIDC_GITLAB_ISSUERS", "an issuer is also listed in OIDC_GITHUB_ISSUERS")
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
         admin_tokens=_list(env, "ORGSYNC_ADMIN_TOKEN"),
         service_tokens=_list(env, "ORGSYNC_SERVICE_TOKEN"),
-        github_api_url=_url(env, "GITHUB_API_URL", "https://api.github.com", ("https", "http")),
+        github_api_url=github_api_url,
         github_app_id=app_id,
         github_app_private_key=_private_key(env, "GITHUB_APP_PRIVATE_KEY"),
         github_webhook_secrets=_list(env, "GITHUB_WEBHOOK_SECRET"),
-        gitlab_url=_url(env, "GITLAB_URL", "https://gitlab.com", ("https", "http")),
+        gitlab_url=gitlab_url,
         gitlab_token=env.get("GITLAB_TOKEN", "").strip() or None,
         gitlab_webhook_secrets=_list(env, "GITLAB_WEBHOOK_SECRET"),
         gitlab_webhook_signing_secret=signing,
         oidc_audience=audience,
-        oidc_github_issuers=_issuers(env, "OIDC_GITHUB_ISSUERS", "https://token.actions.githubusercontent.com"),
-        oidc_gitlab_issuers=_issuers(env, "OIDC_GITLAB_ISSUERS", "https://gitlab.com"),
+        oidc_github_issuers=github_issuers,
+        oidc_gitlab_issuers=gitlab_issuers,
         oidc_accept_github_owner_audience=_bool(env, "OIDC_ACCEPT_GITHUB_OWNER_AUDIENCE", False),
+        # GitHub's tokens live 5-10 minutes, GitLab's as long as the job's
+        # timeout; a token valid for years is a standing credential that the
+        # replay guard would have to remember for years.
+        oidc_max_token_lifetime=_int(env, "OIDC_MAX_TOKEN_LIFETIME", 14400, 60),
         resync_interval=_int(env, "ORGSYNC_RESYNC_INTERVAL", 21600, 60),
         max_removal_fraction=_fraction(env, "ORGSYNC_MAX_REMOVAL_FRACTION", 0.5),
+        metrics_tokens=_list(env, "ORGSYNC_METRICS_TOKEN"),
     )

@@ -16,6 +16,14 @@ class WorkspaceNotFound(StoreError):
     status = 404
 
 
+class AmbiguousReference(WorkspaceNotFound):
+    """A bare ``github:<digits>`` that is one workspace's login and another's
+    id. A WorkspaceNotFound, so that no caller can take it for a match."""
+
+    code = "ambiguous_reference"
+    status = 409
+
+
 class UserNotFound(StoreError):
     code = "user_not_found"
     status = 404

@@ -18,6 +18,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from models.errors import (
+    AmbiguousReference,
     CannotDelete,
     CannotInvite,
     InvalidName,
@@ -43,7 +44,8 @@ from models.tables import (
 )
 
 ACTIVITY_COUNTER = "activity"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+# Used with fullmatch: "$" would also match before a trailing newline.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def new_id(prefix: str) -> str:
@@ -146,7 +148,7 @@ def _name_free(session: Session, name: str, *, exclude_id: str | None = None) ->
 
 
 def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name) or ":" in name or name.startswith(("ws_", "usr_")):
+    if not _NAME_RE.fullmatch(name) or ":" in name or name.startswith(("ws_", "usr_")):
         raise InvalidName(
             f"workspace name {name!r} must be 1-255 letters, digits, '.', '_' or '-', "
             "and must not look like an id"
@@ -275,8 +277,22 @@ def get_workspace(session: Session, workspace_id: str) -> Workspace:
 
 
 def find_workspace(session: Session, ref: str) -> Workspace:
-    """By id, by name (case-insensitive), or by ``github:``/``gitlab:`` reference
-    (login/full path, or numeric org id)."""
+    """A workspace by reference. Precedence (stated in the README):
+
+    1. a workspace id (``ws_…``);
+    2. ``github:``/``gitlab:`` references, which never fall through to names:
+       ``<provider>:id:<n>`` is the org's numeric id only;
+       ``<provider>:login:<login or path>`` is the current label only;
+       ``<provider>:<text>`` is the current label, or, when ``text`` is all
+       digits, also the numeric id; if those are two different workspaces
+       the reference is refused as ambiguous (AmbiguousReference), never
+       resolved to either;
+    3. a workspace name (case-insensitive).
+
+    Labels are mutable and reusable: a login released by a rename can be
+    registered by someone else. A label another workspace has taken since
+    is stale (see _take_label) and never resolves.
+    """
     ref = (ref or "").strip()
     if not ref or "\x00" in ref:
         # PostgreSQL refuses text with NUL: such a name cannot exist.
@@ -286,25 +302,68 @@ def find_workspace(session: Session, ref: str) -> Workspace:
         return ws
     prefix, sep, rest = ref.partition(":")
     if sep and prefix.lower() in ("github", "gitlab") and rest:
-        provider = prefix.lower()
-        org_id = parse_id(rest)
-        if org_id is not None:
-            ws = get_provider_workspace(session, provider, org_id)
-            if ws is not None:
-                return ws
-        ws = session.scalar(
-            select(Workspace).where(
-                Workspace.provider == provider,
-                Workspace.provider_org_login_lower == rest.lower(),
-            )
-        )
-        if ws is not None:
-            return ws
-        raise WorkspaceNotFound(f"no workspace {ref!r}")
+        return _find_provider_reference(session, prefix.lower(), rest, ref)
     ws = session.scalar(select(Workspace).where(Workspace.name_lower == ref.lower()))
     if ws is None:
         raise WorkspaceNotFound(f"no workspace {ref!r}")
     return ws
+
+
+def _find_provider_reference(session: Session, provider: str, rest: str, ref: str) -> Workspace:
+    kind, sep, value = rest.partition(":")
+    by_id: Workspace | None = None
+    by_label: Workspace | None = None
+    if sep and kind.lower() == "id":
+        org_id = parse_id(value)
+        by_id = get_provider_workspace(session, provider, org_id) if org_id is not None else None
+    elif sep and kind.lower() == "login":
+        by_label = _by_label(session, provider, value, ref)
+    else:
+        by_label = _by_label(session, provider, rest, ref)
+        org_id = parse_id(rest)
+        by_id = get_provider_workspace(session, provider, org_id) if org_id is not None else None
+    if by_id is not None and by_label is not None and by_id.id != by_label.id:
+        # "github:12345" is org 12345 and also the org whose login is
+        # "12345": guessing would hand one tenant's workspace to the other.
+        raise AmbiguousReference(
+            f"{ref!r} is one workspace's login and another's id; "
+            f"say {provider}:id:<id> or {provider}:login:<login>"
+        )
+    ws = by_label or by_id
+    if ws is None:
+        raise WorkspaceNotFound(f"no workspace {ref!r}")
+    return ws
+
+
+def _by_label(session: Session, provider: str, label: str, ref: str) -> Workspace | None:
+    if not label:
+        return None
+    found = list(session.scalars(
+        select(Workspace).where(
+            Workspace.provider == provider, Workspace.provider_org_login_lower == label.lower()
+        ).limit(2)
+    ))
+    if len(found) > 1:
+        # Two workspaces hold one label (stored before labels were kept
+        # unique): one of them is stale and we cannot tell which.
+        raise AmbiguousReference(f"{ref!r} is the stored login of several workspaces; use {provider}:id:<id>")
+    return found[0] if found else None
+
+
+def _take_label(session: Session, ws: Workspace, login: str) -> None:
+    """Give ``ws`` the label ``login``; any other workspace of the provider
+    still holding it has a stale label (its org was renamed and the login
+    re-registered by another org, and we missed the rename). Its label stops
+    resolving until its own org's rename or sync sets the current one."""
+    session.execute(
+        update(Workspace)
+        .where(Workspace.provider == ws.provider, Workspace.provider_org_login_lower == login.lower(),
+               Workspace.id != ws.id)
+        .values(provider_org_login_lower=None)
+        .execution_options(synchronize_session="fetch")
+    )
+    ws.provider_org_login = login
+    ws.provider_org_login_lower = login.lower()
 
 
 def get_provider_workspace(session: Session, provider: str, org_id: int) -> Workspace | None:
@@ -390,6 +449,13 @@ def create_provider_workspace(
     if existing is not None:
         raise NameTaken(f"{provider} org {org_id} already has workspace {existing.name!r}")
     name = _provider_name(session, login, provider, org_id)
+    # Any other workspace still labelled with this login is stale.
+    session.execute(
+        update(Workspace)
+        .where(Workspace.provider == provider, Workspace.provider_org_login_lower == login.lower())
+        .values(provider_org_login_lower=None)
+        .execution_options(synchronize_session="fetch")
+    )
     ws = Workspace(
         id=new_id("ws"),
         name=name,
@@ -430,11 +496,13 @@ def rename_provider_workspace(session: Session, ws: Workspace, new_login: str, *
     if ws.kind != "provider":
         raise InvalidState("only provider workspaces follow provider renames")
     if ws.provider_org_login == new_login:
+        if ws.provider_org_login_lower != new_login.lower():
+            # The org holds this login again (its label had gone stale).
+            _take_label(session, ws, new_login)
         return False
     old_login = ws.provider_org_login or ""
     old_name = ws.name
-    ws.provider_org_login = new_login
-    ws.provider_org_login_lower = new_login.lower()
+    _take_label(session, ws, new_login)
     # The name follows the login (collision rule applied again, ignoring itself).
     new_name = _provider_name(session, new_login, ws.provider or "", ws.provider_org_id or 0, exclude_id=ws.id)
     ws.name = new_name
@@ -522,7 +590,7 @@ def mark_link(session: Session, ws: Workspace, link_status: str, error: str | No
 
 
 def set_subscription(session: Session, ws: Workspace, plan: str | None, *, actor: str = "operator") -> None:
-    if plan is not None and not re.match(r"^[A-Za-z0-9._-]{1,64}$", plan):
+    if plan is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", plan):
         raise InvalidState("a plan name is 1-64 letters, digits, '.', '_' or '-'")
     if ws.subscription_plan == plan:
         return

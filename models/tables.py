@@ -118,6 +118,10 @@ class Workspace(Base):
     def reference(self) -> str | None:
         if self.kind != "provider":
             return None
+        if self.provider_org_login_lower is None:
+            # The login is stale (another org holds it now): only the id
+            # still names this workspace.
+            return f"{self.provider}:id:{self.provider_org_id}"
         return f"{self.provider}:{self.provider_org_login}"
 
 

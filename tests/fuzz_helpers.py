@@ -21,6 +21,7 @@ from models import deliveries, managed, store, users
 from models.base import Base
 from models.config import Settings
 from webhooks.app import create_app
+from webhooks.observability import METRICS_CACHE_PREFIX
 from worker.runtime import Runtime
 
 GITHUB_SECRET = "fuzz-github-secret"
@@ -90,9 +91,13 @@ class FuzzApp:
         return counts, h.hexdigest()
 
     def redis_state(self) -> dict[str, Any]:
-        """Every Redis key with its type and size (queue lengths included)."""
+        """Every Redis key with its type and size (queue lengths included).
+        The /metrics snapshot is left out: it is a cache of figures read
+        from the store, which any scrape may refresh, not state."""
         state: dict[str, Any] = {}
         for key in sorted(self.redis.keys("*")):
+            if key.decode().startswith(METRICS_CACHE_PREFIX):
+                continue
             kind = self.redis.type(key).decode()
             size: Any
             if kind == "list":

@@ -29,7 +29,9 @@ bp = Blueprint("api", __name__)
 MAX_LIMIT = 1000
 # Sequence numbers are BIGINT; larger values would overflow the driver.
 MAX_SEQ = 2**63 - 1
-PLAN_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# fullmatch, not match with "$": "$" also matches before a final newline, so
+# 64 characters and a newline passed and overflowed the 64-character column.
+PLAN_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_LIMIT = 100
 
 
@@ -226,7 +228,7 @@ def admin_subscription(ref: str) -> Any:
     if "plan" not in body:
         raise ApiError(400, "invalid_request", 'The body needs "plan": a plan name or null.')
     plan = body["plan"]
-    if plan is not None and (not isinstance(plan, str) or not PLAN_RE.match(plan)):
+    if plan is not None and (not isinstance(plan, str) or not PLAN_RE.fullmatch(plan)):
         raise ApiError(400, "invalid_request",
                        'The "plan" field must be null or a plan name (1-64 letters, digits, ".", "_", "-").')
     with services().session() as s:

@@ -10,6 +10,7 @@ from flask import Flask
 
 from models.config import ConfigError, Settings, load_settings
 from webhooks.errors import register_error_handlers
+from webhooks.limits import BodyReadDeadline, ExactLimitRequest
 from worker.logs import configure_logging
 from worker.runtime import Runtime
 
@@ -57,6 +58,8 @@ def create_app(
 ) -> Flask:
     configure_logging()
     app = Flask("orgsync")
+    app.request_class = ExactLimitRequest
+    app.wsgi_app = BodyReadDeadline(app.wsgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if runtime is None:

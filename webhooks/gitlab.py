@@ -12,7 +12,8 @@ may legitimately send gets a 2xx: hooks and events we do not handle are
 recorded as ignored, never refused. 4xx is kept for requests that did not
 come from a correctly configured GitLab (bad secret, broken body).
 
-Idempotency key: ``Idempotency-Key`` (stable across GitLab's retries), else
+Idempotency key: the signed ``webhook-id`` when a signing secret is
+configured; otherwise ``Idempotency-Key`` (stable across GitLab's retries), else
 ``X-Gitlab-Event-UUID`` plus the body's SHA-256 (the same UUID is shared by
 every hook an event fires, so the body tells them apart).
 """
@@ -78,7 +79,13 @@ def receive() -> Response:
     hook = header("X-Gitlab-Event")
     body_sha256 = hashlib.sha256(body).hexdigest()
     key = (request.headers.get("Idempotency-Key") or "").strip()
-    if key:
+    if services().settings.gitlab_webhook_signing_secret:
+        # Signed: the key is the signed webhook-id (stable across GitLab's
+        # retries). Idempotency-Key is not signed, so a captured delivery
+        # replayed with a fresh one inside the 5-minute window would
+        # otherwise be recorded and processed again.
+        delivery_id = delivery_id_from((request.headers.get(WEBHOOK_ID) or "").strip(), WEBHOOK_ID)
+    elif key:
         delivery_id = delivery_id_from(key, "Idempotency-Key")
     else:
         event_uuid = (request.headers.get("X-Gitlab-Event-UUID") or "").strip()

@@ -1,17 +1,33 @@
 """GET /metrics (Prometheus) and GET /openapi.json.
 
-Metrics are computed at scrape time from the shared database and Redis by a
-custom collector, not counted in process memory: with many gunicorn workers
-and RQ work horses (which exit after every job) in-process counters would
-each see a fraction and reset on every restart. Any web process therefore
-answers with the deployment-wide figures.
+Metrics come from the shared database and Redis by a custom collector, not
+from counters in process memory: with many gunicorn workers and RQ work
+horses (which exit after every job) in-process counters would each see a
+fraction and reset on every restart. Any web process therefore answers with
+the deployment-wide figures.
+
+Cost: the database figures are aggregates over the deliveries and sync-runs
+tables. Computed on every scrape, a few scrapers in a loop over a large
+table would slow the webhook intake that shares the database. So they are a
+snapshot, shared through Redis and recomputed at most once every
+METRICS_REFRESH_SECONDS by one process of the fleet (a Redis lock); a scrape
+in between costs no database statement at all, whatever the table sizes.
+``orgsync_metrics_snapshot_age_seconds`` says how old the figures are. The
+tables themselves stay bounded: deliveries and sync runs are pruned after
+30 days.
+
+``ORGSYNC_METRICS_TOKEN``, when set, protects /metrics with a bearer token.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+import redis as redis_lib
+from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -23,24 +39,103 @@ from prometheus_client.registry import Collector
 
 from models import queries
 from webhooks import platform_openapi
+from webhooks.errors import ApiError
+from webhooks.oidc import REPLAYS_COUNTER
 from webhooks.services import services
+from webhooks.signatures import token_matches
 from worker.runtime import Runtime
 
 bp = Blueprint("observability", __name__)
+log = logging.getLogger(__name__)
+
+METRICS_REFRESH_SECONDS = 30
+# Cache keys only (figures read from the store, refreshable at any time).
+METRICS_CACHE_PREFIX = "orgsync:metrics:"
+SNAPSHOT_KEY = METRICS_CACHE_PREFIX + "database"
+REFRESH_LOCK_KEY = METRICS_CACHE_PREFIX + "refreshing"
+# app.extensions keys: the clock (tests move it) and the process's own copy
+# of the snapshot, used while Redis is unreachable.
+CLOCK_EXTENSION = "orgsync_metrics_clock"
+LOCAL_SNAPSHOT_EXTENSION = "orgsync_metrics_local_snapshot"
+
+Snapshot = dict[str, Any]
+
+
+def compute_snapshot(runtime: Runtime, now: float) -> Snapshot:
+    """Every database figure, in a fixed number of statements."""
+    with runtime.session() as s:
+        return {
+            "computed_at": now,
+            "outcomes": queries.delivery_outcomes(s),
+            "runs": queries.sync_run_totals(s),
+            "sync_hist": queries.duration_histogram(s, "sync"),
+            "delivery_hist": queries.duration_histogram(s, "delivery"),
+            "workspaces": queries.workspace_counts(s),
+            "held": sum(1 for r in queries.last_full_runs(s).values() if r.result == "held"),
+        }
+
+
+class SnapshotCache:
+    """The database figures, recomputed at most every METRICS_REFRESH_SECONDS."""
+
+    def __init__(self, runtime: Runtime, clock: Callable[[], float], local: dict[str, Snapshot]) -> None:
+        self.runtime = runtime
+        self.clock = clock
+        self.local = local
+
+    def _fresh(self, snap: Snapshot | None, now: float) -> bool:
+        return snap is not None and now - float(snap["computed_at"]) < METRICS_REFRESH_SECONDS
+
+    def get(self) -> Snapshot | None:
+        now = self.clock()
+        try:
+            raw = self.runtime.redis.get(SNAPSHOT_KEY)
+            snap: Snapshot | None = json.loads(raw) if raw else None
+            if self._fresh(snap, now):
+                return snap
+            # One refresher for the fleet; the others serve the previous
+            # snapshot meanwhile. The lock expires on its own, so a refresher
+            # that dies (or a database that fails) is retried next interval,
+            # not on every scrape.
+            if not self.runtime.redis.set(REFRESH_LOCK_KEY, "1", nx=True, ex=METRICS_REFRESH_SECONDS):
+                return snap
+        except redis_lib.RedisError:
+            # Without Redis each process refreshes its own copy, still at most
+            # once per interval.
+            snap = self.local.get("snapshot")
+            if self._fresh(snap, now):
+                return snap
+            self.local["snapshot"] = snap = compute_snapshot(self.runtime, now)
+            return snap
+        snap = compute_snapshot(self.runtime, now)
+        self.local["snapshot"] = snap
+        try:
+            self.runtime.redis.set(SNAPSHOT_KEY, json.dumps(snap), ex=METRICS_REFRESH_SECONDS * 20)
+            # From here the fresh snapshot keeps the others from refreshing;
+            # the lock only stood between concurrent refreshers. (After a
+            # failed refresh it stays until it expires.)
+            self.runtime.redis.delete(REFRESH_LOCK_KEY)
+        except redis_lib.RedisError:
+            pass
+        return snap
 
 
 class OrgsyncCollector(Collector):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, cache: SnapshotCache) -> None:
         self.runtime = runtime
+        self.cache = cache
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("orgsync_scrape_source_up",
                                "1 when the source could be read for this scrape", labels=["source"])
         try:
-            yield from self._database()
-            up.add_metric(["database"], 1)
-        except Exception:  # noqa: BLE001 - a scrape reports what it can
-            up.add_metric(["database"], 0)
+            snap = self.cache.get()
+        except Exception:  # a scrape reports what it can
+            log.warning("metrics: the database figures could not be computed", exc_info=True)
+            snap = None
+        if snap is not None:
+            yield from self._database(snap)
+        up.add_metric(["database"], 1 if snap is not None else 0)
         try:
             yield from self._redis()
             up.add_metric(["redis"], 1)
@@ -48,23 +143,20 @@ class OrgsyncCollector(Collector):
             up.add_metric(["redis"], 0)
         yield up
 
-    def _database(self) -> Iterator[Metric]:
-        with self.runtime.session() as s:
-            outcomes = queries.delivery_outcomes(s)
-            runs = queries.sync_run_totals(s)
-            sync_hist = queries.duration_histogram(s, "sync")
-            delivery_hist = queries.duration_histogram(s, "delivery")
-            workspaces = queries.workspace_counts(s)
-            held = sum(1 for r in queries.last_full_runs(s).values() if r.result == "held")
+    def _database(self, snap: Snapshot) -> Iterator[Metric]:
+        yield GaugeMetricFamily("orgsync_metrics_snapshot_age_seconds",
+                                "Age of the database figures (recomputed at most every "
+                                f"{METRICS_REFRESH_SECONDS} s)",
+                                value=max(0.0, self.cache.clock() - float(snap["computed_at"])))
         d = GaugeMetricFamily(
             "orgsync_deliveries",
             "Webhook deliveries stored (processed ones are kept 30 days), by provider, event and outcome",
             labels=["provider", "event", "outcome"],
         )
-        for provider, event, status, n in outcomes:
+        for provider, event, status, n in snap["outcomes"]:
             d.add_metric([provider, event, status], n)
         yield d
-        r = CounterMetricFamily("orgsync_sync_runs", "Sync runs by kind and result",
+        r = CounterMetricFamily("orgsync_sync_runs", "Sync runs by kind and result (kept 30 days)",
                                 labels=["kind", "result"])
         calls = CounterMetricFamily("orgsync_provider_api_calls",
                                     "Provider API requests made by sync runs", labels=["kind"])
@@ -73,7 +165,7 @@ class OrgsyncCollector(Collector):
                                  labels=["kind"])
         per_kind_calls: dict[str, int] = {}
         per_kind_nm: dict[str, int] = {}
-        for kind, result, n, c, m in runs:
+        for kind, result, n, c, m in snap["runs"]:
             r.add_metric([kind, result], n)
             per_kind_calls[kind] = per_kind_calls.get(kind, 0) + c
             per_kind_nm[kind] = per_kind_nm.get(kind, 0) + m
@@ -83,17 +175,18 @@ class OrgsyncCollector(Collector):
         yield r
         yield calls
         yield nm
-        yield _histogram("orgsync_sync_duration_seconds", "Duration of finished sync runs", "kind", sync_hist)
+        yield _histogram("orgsync_sync_duration_seconds", "Duration of finished sync runs", "kind",
+                         snap["sync_hist"])
         yield _histogram("orgsync_delivery_processing_seconds",
                          "Time from a delivery job's start to the delivery being processed",
-                         "provider", delivery_hist)
+                         "provider", snap["delivery_hist"])
         w = GaugeMetricFamily("orgsync_workspaces", "Workspaces by kind and status", labels=["kind", "status"])
-        for kind, status, n in workspaces:
+        for kind, status, n in snap["workspaces"]:
             w.add_metric([kind, status], n)
         yield w
         yield GaugeMetricFamily("orgsync_syncs_held",
                                 "Workspaces whose last full sync is held by the mass-removal guard",
-                                value=held)
+                                value=snap["held"])
 
     def _redis(self) -> Iterator[Metric]:
         from worker.queues import queue_depths
@@ -104,6 +197,10 @@ class OrgsyncCollector(Collector):
             for state, n in states.items():
                 g.add_metric([queue, state], n)
         yield g
+        replays = self.runtime.redis.get(REPLAYS_COUNTER)
+        yield CounterMetricFamily("orgsync_oidc_replays",
+                                  "CI tokens refused because they were already used",
+                                  value=int(replays or 0))
 
 
 def _histogram(name: str, doc: str, label: str, rows: list[tuple[str, list[int], int, float]]) -> Metric:
@@ -119,12 +216,28 @@ def _le(bound: float) -> str:
     return str(int(bound)) if bound == int(bound) else str(bound)
 
 
+def _check_metrics_token() -> None:
+    configured = services().settings.metrics_tokens
+    if not configured:
+        return
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    # token_matches hashes both sides: the comparison leaks neither the
+    # token's bytes nor its length.
+    if scheme.lower() != "bearer" or not value.strip() or not token_matches(value.strip(), configured):
+        raise ApiError(401, "unauthorized", "A valid metrics bearer token (ORGSYNC_METRICS_TOKEN) is required.")
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
+    _check_metrics_token()
+    runtime = services()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    cache = SnapshotCache(runtime, app.extensions.get(CLOCK_EXTENSION, time.time),
+                          app.extensions.setdefault(LOCAL_SNAPSHOT_EXTENSION, {}))
     # A registry per scrape: the figures come from shared state, and nothing
     # is registered globally (several apps may live in one test process).
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(OrgsyncCollector(services()))
+    registry.register(OrgsyncCollector(runtime, cache))
     # CONTENT_TYPE_LATEST already names its charset; `mimetype=` would append a second one.
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
@@ -260,7 +373,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad request", 401: "Missing or wrong bearer token", 402: "Subscription required",
-            403: "Forbidden, or this API is turned off", 404: "Not found", 409: "Conflicts with the state",
+            403: "Forbidden, or this API is turned off", 404: "Not found", 408: "The body was not received in time",
+            409: "Conflicts with the state",
             413: "Body too large", 415: "Unsupported media type", 502: "Provider answer unusable",
             503: "A dependency is unavailable"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
@@ -292,9 +406,12 @@ def build_openapi() -> dict[str, Any]:
         "/readyz": {"get": {"summary": "Database and Redis reachable", "operationId": "readyz",
                             "responses": {"200": _json(_ref("Ready"), "Ready"),
                                           "503": _json(_ref("Ready"), "A dependency is unreachable")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
+        "/metrics": {"get": {"summary": "Prometheus metrics (database figures refreshed at most every "
+                                        f"{METRICS_REFRESH_SECONDS} s)", "operationId": "metrics",
+                             "security": [{}, {"metricsToken": []}],
                              "responses": {"200": {"description": "Prometheus text format",
-                                                   "content": {"text/plain": {"schema": _S}}}}}},
+                                                   "content": {"text/plain": {"schema": _S}}},
+                                           **_errors(401)}}},
         "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
                                   "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")}}},
         "/webhooks/github": {"post": {
@@ -311,7 +428,7 @@ def build_openapi() -> dict[str, Any]:
             }},
             "responses": {"200": _json(_ref("WebhookAnswer"), "Duplicate delivery, or ping"),
                           "202": _json(_ref("WebhookAnswer"), "Recorded and queued, or recorded and ignored"),
-                          **_errors(400, 401, 413, 415)},
+                          **_errors(400, 401, 408, 413, 415, 503)},
         }},
         "/webhooks/gitlab": {"post": {
             "summary": "GitLab webhook (X-Gitlab-Token; Standard Webhooks signature when configured)",
@@ -328,7 +445,7 @@ def build_openapi() -> dict[str, Any]:
             "requestBody": _body({"type": "object"}),
             "responses": {"200": _json(_ref("WebhookAnswer"), "Duplicate delivery"),
                           "202": _json(_ref("WebhookAnswer"), "Recorded and queued, or recorded and ignored"),
-                          **_errors(400, 401, 413, 415)},
+                          **_errors(400, 401, 408, 413, 415, 503)},
         }},
         "/v1/logins": {"post": {
             "summary": "Sync a user's memberships at login", "operationId": "login", "security": service,
@@ -443,6 +560,8 @@ def build_openapi() -> dict[str, Any]:
                 "serviceToken": {"type": "http", "scheme": "bearer",
                                  "description": "ORGSYNC_SERVICE_TOKEN"},
                 "adminToken": {"type": "http", "scheme": "bearer", "description": "ORGSYNC_ADMIN_TOKEN"},
+                "metricsToken": {"type": "http", "scheme": "bearer",
+                                 "description": "ORGSYNC_METRICS_TOKEN (only when it is set)"},
                 "oidcToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                               "description": "A CI OIDC token, instead of the body's token field"},
             },

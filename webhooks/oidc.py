@@ -32,6 +32,8 @@ import redis as redis_lib
 import requests
 from jwt.algorithms import RSAAlgorithm
 
+from models.config import issuer_instance
+from models.ids import parse_id
 from sync.errors import NotFound, ProviderError
 from sync.providers.base import ProviderOrg
 
@@ -59,6 +61,8 @@ LOCAL_RECHECK = 30  # how often a process re-reads the shared copy in Redis
 GITLAB_ROOT_TTL = 3600  # subgroups can be transferred; don't trust a cached root forever
 
 _REDIS_PREFIX = "orgsync:oidc"
+# Deployment-wide count of refused replays, exported by /metrics.
+REPLAYS_COUNTER = f"{_REDIS_PREFIX}:replays-total"
 
 # GitHub and GitLab send numeric ids as decimal strings ("repository_owner_id":
 # "65"). Anything else ("065", "6e1", " 65", an int) is not what the issuer
@@ -103,6 +107,7 @@ InvalidReason = Literal[
     "wrong_audience",
     "missing_claim",
     "algorithm",
+    "lifetime_too_long",
 ]
 
 _REASON_MESSAGES: dict[str, str] = {
@@ -114,6 +119,7 @@ _REASON_MESSAGES: dict[str, str] = {
     "wrong_audience": "The token's audience is not accepted.",
     "missing_claim": "The token lacks a required claim or has one of the wrong type.",
     "algorithm": "The token is not signed with RS256.",
+    "lifetime_too_long": "The token's lifetime (exp - iat) is longer than this service accepts.",
 }
 
 
@@ -130,11 +136,15 @@ class TokenReplayed(OidcError):
     error = "token_replayed"
     default_message = "This token has already been used."
 
-    def __init__(self, verified: VerifiedToken | None = None) -> None:
+    def __init__(self, verified: VerifiedToken | None = None, *, first: bool = True) -> None:
         super().__init__()
         # The token verified, so its owner is known: the replay attempt is
         # worth an entry on that workspace (see record_refusal).
         self.verified = verified
+        # Whether this is the token's first replay. Only the first one goes
+        # to the change feed: a captured token replayed in a loop would
+        # otherwise write one row per request into every consumer's feed.
+        self.first = first
 
 
 class NoWorkspace(OidcError):
@@ -182,6 +192,10 @@ class OidcSettings:
     gitlab_issuers: tuple[str, ...] = ("https://gitlab.com",)
     accept_github_owner_audience: bool = False
     leeway: int = 30
+    # The instances whose ids the store holds (GITHUB_API_URL, GITLAB_URL).
+    github_instance: str = "https://api.github.com"
+    gitlab_instance: str = "https://gitlab.com"
+    max_token_lifetime: int = 14400
 
     def __post_init__(self) -> None:
         overlap = set(self.github_issuers) & set(self.gitlab_issuers)
@@ -198,7 +212,14 @@ class OidcSettings:
             github_issuers=tuple(settings.oidc_github_issuers),
             gitlab_issuers=tuple(settings.oidc_gitlab_issuers),
             accept_github_owner_audience=bool(settings.oidc_accept_github_owner_audience),
+            github_instance=settings.github_api_url,
+            gitlab_instance=settings.gitlab_url,
+            max_token_lifetime=int(settings.oidc_max_token_lifetime),
         )
+
+    def instance_of(self, provider: OidcProvider | str, issuer: str) -> str | None:
+        """The synced instance an issuer's ids belong to, else None."""
+        return issuer_instance(provider, issuer, self.github_instance, self.gitlab_instance)
 
     def provider_for(self, issuer: str) -> OidcProvider | None:
         # Exact string equality, no normalisation: "https://gitlab.com/" or
@@ -265,7 +286,9 @@ def _is_timestamp(value: Any) -> bool:
 
 
 def _is_numeric_id(value: Any) -> bool:
-    return isinstance(value, str) and _NUMERIC_ID.fullmatch(value) is not None
+    # 19 digits can exceed the BIGINT columns ids are stored in; such an id
+    # is no real owner and would otherwise fail in the database.
+    return isinstance(value, str) and _NUMERIC_ID.fullmatch(value) is not None and parse_id(value) is not None
 
 
 # Registered claims required of every token. "aud" is checked separately
@@ -591,7 +614,10 @@ class OidcVerifier:
         if issuer is None:
             raise InvalidToken("missing_claim")
         provider = self.settings.provider_for(issuer) if isinstance(issuer, str) else None
-        if provider is None:
+        if provider is None or self.settings.instance_of(provider, issuer) is None:
+            # Ids are unique per instance only: org 42 of another GitHub or
+            # GitLab instance is not our org 42. load_settings refuses such an
+            # issuer at start; this holds for settings built any other way.
             raise InvalidToken("wrong_issuer")
 
         key = self.keys.get(issuer, kid)
@@ -608,6 +634,10 @@ class OidcVerifier:
             raise InvalidToken(_reason_for(exc)) from None
 
         self._check_claims(provider, claims)
+        if claims["exp"] - claims["iat"] > self.settings.max_token_lifetime:
+            # A token valid for years is a standing credential: if it leaks,
+            # it works until then. Refused before the jti is spent.
+            raise InvalidToken("lifetime_too_long")
         self._spend_jti(provider, issuer, claims)
         return VerifiedToken(provider=provider, claims=claims)
 
@@ -638,8 +668,16 @@ class OidcVerifier:
         # token exactly one wins. The mark lives until the token could no
         # longer pass the exp check anyway (exp + leeway).
         ttl = max(1, math.ceil(claims["exp"] + self.settings.leeway - time.time()))
-        if not self._redis.set(self._jti_key(issuer, claims["jti"]), "1", nx=True, ex=ttl):
-            raise TokenReplayed(VerifiedToken(provider=provider, claims=claims))
+        key = self._jti_key(issuer, claims["jti"])
+        if self._redis.set(key, "1", nx=True, ex=ttl):
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incr(key + ":replays")
+        pipe.expire(key + ":replays", ttl)
+        pipe.incr(REPLAYS_COUNTER)
+        replays, _, _ = pipe.execute()
+        log.warning("oidc: replay of a used token (jti hash %s, replay %d)", key[-12:], replays)
+        raise TokenReplayed(VerifiedToken(provider=provider, claims=claims), first=int(replays) == 1)
 
     def release(self, verified: VerifiedToken) -> None:
         """Give a spent ``jti`` back after a failure on our side (GitLab API or

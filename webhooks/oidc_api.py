@@ -12,6 +12,7 @@ from typing import Any
 import redis as redis_lib
 import requests
 from flask import Blueprint, Flask, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhooks.oidc import (
@@ -67,9 +68,15 @@ def get_resolver(app: Flask) -> NamespaceResolver | None:
     return resolver  # type: ignore[no-any-return]
 
 
+# How long a CI job should wait before retrying after a failure of ours.
+RETRY_AFTER_SECONDS = 5
+
+
 def _error(exc: OidcError) -> Any:
     resp = jsonify(exc.to_dict())
     resp.status_code = exc.status
+    if exc.status == 503:
+        resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return resp
 
 
@@ -120,12 +127,17 @@ def _record_replay(app: Flask, exc: TokenReplayed) -> None:
     """A replayed token is someone else holding a CI credential: tell the
     tenant through its activity. Best effort: the answer is 401 either way."""
     assert exc.verified is not None
+    if not exc.first:
+        # Counted and logged by the verifier; one entry per token is enough
+        # to tell the tenant, and more would let anyone holding one old
+        # token flood the change feed.
+        return
     rt = services()
     try:
         with rt.session() as session:
             record_refusal(session, exc.verified, exc, get_resolver(app), rt.redis)
-    except (OidcError, redis_lib.RedisError):
-        pass
+    except (OidcError, redis_lib.RedisError, SQLAlchemyError):
+        log.warning("oidc: could not record a replay on its workspace")
 
 
 @bp.post("/v1/oidc/resolve")
@@ -162,7 +174,11 @@ def resolve() -> Any:
                 )
             except OidcError as exc:
                 refusal = exc
-    except redis_lib.RedisError:
+    except Exception as exc:  # noqa: BLE001 - any failure of ours: the CI may retry
+        # Database down, Redis down, a bug: the caller did nothing wrong, so
+        # the answer is 503 and the jti is released; otherwise the CI's retry
+        # of the same token would be refused as a replay.
+        log.error("oidc: resolution failed: %s", type(exc).__name__)
         refusal = OidcUnavailable()
     if isinstance(refusal, OidcUnavailable):
         get_verifier(app).release(verified)

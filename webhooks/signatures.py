@@ -118,14 +118,19 @@ def verify_gitlab_token(header: str | None, secrets_: Iterable[str]) -> None:
 
 
 def _signing_key(signing_secret: str) -> bytes:
-    """The HMAC key: the base64-decoded part after ``whsec_``."""
-    encoded = signing_secret.removeprefix("whsec_")
+    """The HMAC key: the base64-decoded part after ``whsec_``.
+
+    An empty or undecodable key is refused rather than used: HMAC under an
+    empty (or guessable) key is a signature anyone can make. Configuration
+    refuses such a secret at start; this guards Settings built by hand.
+    """
     try:
-        return base64.b64decode(encoded, validate=True)
+        key = base64.b64decode(signing_secret.removeprefix("whsec_"), validate=True)
     except (binascii.Error, ValueError):
-        # Some senders use the raw text after the prefix; accept it as bytes
-        # rather than refusing to start.
-        return encoded.encode()
+        raise SignatureError("The GitLab signing secret is not configured correctly.") from None
+    if not key:
+        raise SignatureError("The GitLab signing secret is not configured correctly.")
+    return key
 
 
 def sign_standard(body: bytes, signing_secret: str, msg_id: str, timestamp: int) -> str:

@@ -14,6 +14,7 @@ Jobs:
 - ``prune`` daily at 03:17 UTC (``default``).
 - ``reconcile_installations`` every RECONCILE_EVERY (a minute, ``default``): a
   missed GitHub installation webhook heals within one period.
+- ``prune_sync_runs`` daily at 03:47 UTC (``default``): sync runs older than 30 days.
 
 Spreading the resyncs: each workspace has a fixed slot in the interval,
 ``sha256(workspace id) mod ORGSYNC_RESYNC_INTERVAL``, plus a little random
@@ -39,6 +40,7 @@ RESYNC_TICK = 60
 SWEEP_EVERY = 30
 PRUNE_CRON = "17 3 * * *"
 RECONCILE_EVERY = int(RECONCILE_PERIOD.total_seconds())
+PRUNE_SYNC_RUNS_CRON = "47 3 * * *"
 # Periodic jobs' own results are of no interest; failures are kept a day.
 _JOB_OPTIONS = {"result_ttl": 300, "failure_ttl": 86400}
 
@@ -81,6 +83,8 @@ def register_jobs(scheduler: CronScheduler, settings: Settings) -> list[CronJob]
         scheduler.register(jobs.reconcile_installations, "default", interval=RECONCILE_EVERY,
                            job_timeout=300, name="reconcile_installations",
                            **_JOB_OPTIONS),  # type: ignore[arg-type]
+        scheduler.register(jobs.prune_sync_runs, "default", cron=PRUNE_SYNC_RUNS_CRON, job_timeout=1800,
+                           name="prune_sync_runs", **_JOB_OPTIONS),  # type: ignore[arg-type]
     ]
 
 

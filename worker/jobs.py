@@ -37,7 +37,7 @@ from sqlalchemy import select
 
 from models import deliveries as dstore
 from models import lanes as lane_store
-from models import queries, store
+from models import queries, retention, store
 from models.tables import SyncRun, utcnow
 from sync import batch, installations
 from sync.context import SyncContext, build_sync_context
@@ -293,3 +293,16 @@ __all__ = [
     "schedule_resyncs",
     "sweep",
 ]
+
+
+SYNC_RUNS_PRUNE_AFTER = timedelta(days=30)
+
+
+def prune_sync_runs() -> int:
+    """Daily: delete sync runs older than 30 days (each workspace's newest
+    full run is kept: status shows it as the last sync)."""
+    rt = get_runtime()
+    with rt.session() as s:
+        n = retention.prune_sync_runs(s, SYNC_RUNS_PRUNE_AFTER)
+    log.info("sync runs pruned", count=n)
+    return n

@@ -31,6 +31,13 @@ def test_lists_and_secrets_not_in_repr() -> None:
         ("GITHUB_APP_ID", "abc"),
         ("GITHUB_APP_PRIVATE_KEY", "/no/such/file.pem"),
         ("GITLAB_WEBHOOK_SIGNING_SECRET", "plain"),
+        # An empty or undecodable key would be an HMAC key anyone knows.
+        ("GITLAB_WEBHOOK_SIGNING_SECRET", "whsec_"),
+        ("GITLAB_WEBHOOK_SIGNING_SECRET", "whsec_not*base64!"),
+        ("GITLAB_WEBHOOK_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS"),  # bad padding
+        ("GITLAB_WEBHOOK_SIGNING_SECRET", "whsec_AAAA"),  # 3 bytes
+        ("OIDC_MAX_TOKEN_LIFETIME", "forever"),
+        ("OIDC_MAX_TOKEN_LIFETIME", "0"),
         ("OIDC_GITHUB_ISSUERS", "http://token.actions.githubusercontent.com"),
         ("OIDC_ACCEPT_GITHUB_OWNER_AUDIENCE", "maybe"),
         ("ORGSYNC_RESYNC_INTERVAL", "soon"),
@@ -43,3 +50,13 @@ def test_bad_values_name_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({variable: value})
     assert info.value.variable == variable and variable in str(info.value)
+
+
+def test_new_security_settings() -> None:
+    s = load_settings({})
+    assert s.oidc_max_token_lifetime == 14400 and s.metrics_tokens == ()
+    s = load_settings({"OIDC_MAX_TOKEN_LIFETIME": "900", "ORGSYNC_METRICS_TOKEN": "m1, m2",
+                       "GITLAB_WEBHOOK_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+    assert s.oidc_max_token_lifetime == 900 and s.metrics_tokens == ("m1", "m2")
+    assert s.gitlab_webhook_signing_secret is not None and "m1" not in repr(s)
+    assert "MfKQ" not in repr(s)

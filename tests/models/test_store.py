@@ -95,7 +95,10 @@ def test_name_collisions_between_managed_github_and_gitlab(session: Session) -> 
     assert gl2.name == "acme-gitlab-77"
     # A GitHub org and a GitLab group of the same name are different workspaces.
     assert store.find_workspace(session, "github:acme").id == gh.id
-    assert store.find_workspace(session, "gitlab:acme").id == gl.id
+    # GitLab paths are unique per instance: group 77 holding "Acme" now means
+    # group 42's stored "acme" is stale, and it no longer resolves by path.
+    assert store.find_workspace(session, "gitlab:acme").id == gl2.id
+    assert store.find_workspace(session, "gitlab:id:42").id == gl.id
     with pytest.raises(NameTaken):
         store.create_managed_workspace(session, "ACME-GITHUB", alice)
     with pytest.raises(NameTaken, match="already has workspace"):

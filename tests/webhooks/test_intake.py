@@ -4,6 +4,9 @@ rejection, idempotency, and the durable path when Redis is down.
 Every rejected request is checked to change nothing (row counts)."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -12,8 +15,11 @@ from urllib.parse import urlencode
 
 import pytest
 import redis as redis_lib
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
 
 from models import deliveries
+from models.base import make_engine
 from tests.webhooks.conftest import (
     GITHUB_OLD_SECRET,
     GITHUB_SECRET,
@@ -22,9 +28,10 @@ from tests.webhooks.conftest import (
     MakeWorld,
     World,
 )
-from webhooks.app import MAX_BODY
-from webhooks.signatures import sign_github, sign_standard
+from webhooks.app import MAX_BODY, create_app
+from webhooks.signatures import github_headers, gitlab_headers, sign_github, sign_standard
 from worker.jobs import sweep
+from worker.runtime import Runtime
 
 ORG_ID, ORG_LOGIN = 38302899, "Octocoders"
 ORG: dict[str, Any] = {"id": ORG_ID, "login": ORG_LOGIN}
@@ -480,3 +487,134 @@ def test_a_redelivery_of_an_unqueued_delivery_queues_it_once(
     assert world.queue().count == 1
     world.drain()
     assert world.delivery("heal-1").status == deliveries.PROCESSED  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- signed GitLab replays
+
+
+SIGNED_REPLAYS: list[tuple[str, dict[str, str]]] = [
+    ("same headers", {}),
+    ("fresh Idempotency-Key", {"Idempotency-Key": "attacker-chosen-1"}),
+    ("fresh event UUID", {"X-Gitlab-Event-UUID": "attacker-chosen-2"}),
+    ("fresh Idempotency-Key and event UUID", {"Idempotency-Key": "k3", "X-Gitlab-Event-UUID": "u3"}),
+]
+
+
+@pytest.mark.parametrize(("case", "changes"), SIGNED_REPLAYS, ids=[c[0] for c in SIGNED_REPLAYS])
+def test_a_replayed_signed_gitlab_delivery_is_a_duplicate_by_its_webhook_id(
+    make_world: MakeWorld, case: str, changes: dict[str, str]
+) -> None:
+    """Idempotency-Key and X-Gitlab-Event-UUID are not signed; webhook-id is.
+    A captured delivery replayed inside the 5-minute window with new unsigned
+    headers must not be recorded and processed again."""
+    world = make_world(gitlab_webhook_signing_secret=GITLAB_SIGNING)
+    world.gitlab_workspace(100, "acme")
+    body = json.dumps(GL_MEMBER).encode()
+    ts = int(time.time())
+    captured = {"webhook-id": "msg_captured", "webhook-timestamp": str(ts),
+                "webhook-signature": sign_standard(body, GITLAB_SIGNING, "msg_captured", ts),
+                "Idempotency-Key": "original-key"}
+    first = world.post_gitlab("Member Hook", body, headers=captured)
+    assert (first.status_code, first.get_json()) == (202, {"delivery": "msg_captured", "status": "queued"})
+    replay = world.post_gitlab("Member Hook", body, headers={**captured, **changes})
+    assert replay.status_code == 200
+    assert replay.get_json() == {"delivery": "msg_captured", "status": "duplicate"}
+    assert world.counts()["deliveries"] == 1
+    assert world.queue().count == 1
+
+
+# --------------------------------------------------------------------------- exact body limits
+
+
+def _post_chunked(world: World, path: str, body: bytes, headers: dict[str, str]) -> Any:
+    """Post ``body`` as a WSGI server does a chunked request: no
+    Content-Length, and a server-terminated input stream."""
+    environ = EnvironBuilder(path=path, method="POST", data=body, headers=headers).get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+    environ["wsgi.input_terminated"] = True
+    return world.client.open(Request(environ))
+
+
+def _github_chunked(world: World, body: bytes) -> Any:
+    return _post_chunked(world, "/webhooks/github", body, github_headers(body, GITHUB_SECRET, "organization"))
+
+
+def _gitlab_chunked(world: World, body: bytes) -> Any:
+    return _post_chunked(world, "/webhooks/gitlab", body,
+                         gitlab_headers(body, event="Member Hook", token=GITLAB_SECRET))
+
+
+# Valid JSON followed by junk that only fits past the limit: cutting the body
+# at the limit would leave a valid, correctly parsed payload.
+OVERSIZED_CHUNKED: list[tuple[str, Any, bytes]] = [
+    ("github json then junk", _github_chunked, _body() + b" " * (MAX_BODY - len(_body())) + b"junk" * 1024),
+    ("github one byte over", _github_chunked, _body() + b" " * (MAX_BODY - len(_body()) + 1)),
+    ("gitlab json then junk", _gitlab_chunked,
+     json.dumps(GL_MEMBER).encode() + b" " * MAX_BODY + b"x" * (1 << 20)),
+]
+
+
+@pytest.mark.parametrize(("case", "post", "body"), OVERSIZED_CHUNKED, ids=[c[0] for c in OVERSIZED_CHUNKED])
+def test_a_chunked_body_over_the_limit_is_413_not_cut(world: World, case: str, post: Any, body: bytes) -> None:
+    _connected(world)
+    world.gitlab_workspace(100, "acme")
+    before = world.counts()
+    resp = post(world, body)
+    assert resp.status_code == 413, resp.get_json()
+    assert resp.get_json()["error"] == "payload_too_large"
+    assert world.counts() == before
+    assert world.queue().count == 0
+
+
+@pytest.mark.parametrize("pad", [0, MAX_BODY - len(_body())], ids=["small", "exactly the limit"])
+def test_a_chunked_body_within_the_limit_is_accepted(world: World, pad: int) -> None:
+    _connected(world)
+    resp = _github_chunked(world, _body() + b" " * pad)
+    assert resp.status_code == 202, resp.get_json()
+    assert world.counts()["deliveries"] == 1
+
+
+# --------------------------------------------------------------------------- database down
+
+
+UNREACHABLE_DATABASES = [
+    "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2",
+    "sqlite:////nonexistent-orgsync-dir/orgsync.db",
+]
+
+
+@pytest.mark.parametrize("url", UNREACHABLE_DATABASES, ids=["postgresql-refused", "sqlite-unopenable"])
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_database_unreachable_is_503_with_retry_after(world: World, url: str, provider: str) -> None:
+    down = Runtime(world.runtime.settings, redis_client=world.redis, engine=make_engine(url))
+    client = create_app(runtime=down).test_client()
+    if provider == "github":
+        body = _body()
+        resp = client.post("/webhooks/github", data=body,
+                           headers=github_headers(body, GITHUB_SECRET, "organization"))
+    else:
+        body = json.dumps(GL_MEMBER).encode()
+        resp = client.post("/webhooks/gitlab", data=body,
+                           headers=gitlab_headers(body, event="Member Hook", token=GITLAB_SECRET))
+    assert resp.status_code == 503, resp.get_json()
+    assert resp.get_json()["error"] == "database_unavailable"
+    assert int(resp.headers["Retry-After"]) > 0
+    assert "127.0.0.1" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("secret", ["whsec_", "whsec_not*base64!"], ids=["empty key", "not base64"])
+def test_a_malformed_signing_secret_authenticates_nothing(make_world: MakeWorld, secret: str) -> None:
+    """load_settings refuses these at start; Settings built by hand must not
+    turn them into a key anyone knows (HMAC under b"" or the raw text)."""
+    world = make_world(gitlab_webhook_secrets=(), gitlab_webhook_signing_secret=secret)
+    world.gitlab_workspace(100, "acme")
+    body = json.dumps(GL_MEMBER).encode()
+    ts = int(time.time())
+    for key in (b"", secret.removeprefix("whsec_").encode()):
+        mac = hmac.new(key, f"msg_forged.{ts}.".encode() + body, hashlib.sha256).digest()
+        forged = {"webhook-id": "msg_forged", "webhook-timestamp": str(ts),
+                  "webhook-signature": "v1," + base64.b64encode(mac).decode()}
+        resp = world.post_gitlab("Member Hook", body, token=None, headers=forged)
+        assert resp.status_code == 401, resp.get_json()
+    assert world.counts()["deliveries"] == 0

@@ -26,11 +26,12 @@ import responses
 from demo.fakes.issuer import DROP, GITHUB_ISSUER, GITLAB_ISSUER, FakeIssuer, b64url
 from models import store
 from models.base import Base
-from models.config import Settings
+from models.config import ConfigError, Settings, load_settings
 from sync.errors import NotFound, TransientProviderError
 from sync.providers.base import ProviderOrg
 from webhooks.app import create_app
 from webhooks.oidc import (
+    REPLAYS_COUNTER,
     InvalidToken,
     OidcSettings,
     OidcUnavailable,
@@ -345,6 +346,23 @@ ATTACKS: list[tuple[str, Mint, int, str, str | None]] = [
     ("owner-id-integer", lambda w: w.github.mint(repository_owner_id=9919), 401, "invalid_token", "missing_claim"),
     ("owner-id-missing", lambda w: w.github.mint(repository_owner_id=DROP), 401, "invalid_token", "missing_claim"),
     ("owner-id-padded", lambda w: w.github.mint(repository_owner_id="09919"), 401, "invalid_token", "missing_claim"),
+    # 19 digits pass a digits check but overflow the BIGINT id columns.
+    ("owner-id-19-digits", lambda w: w.github.mint(repository_owner_id="9999999999999999999"), 401,
+     "invalid_token", "missing_claim"),
+    ("owner-id-bigint-max-plus-one", lambda w: w.github.mint(repository_owner_id=str(2**63)), 401,
+     "invalid_token", "missing_claim"),
+    ("namespace-id-19-digits", lambda w: w.gitlab.mint(namespace_id="9223372036854775808"), 401,
+     "invalid_token", "missing_claim"),
+    # A validly signed token that lives for years is a standing credential.
+    ("lifetime-ten-years", lambda w: w.github.mint(iat=_now(), exp=_now(10 * 365 * 86400)), 401,
+     "invalid_token", "lifetime_too_long"),
+    ("lifetime-just-over-default", lambda w: w.gitlab.mint(iat=_now(-60), exp=_now(14400 - 60 + 1)), 401,
+     "invalid_token", "lifetime_too_long"),
+    # Another instance's issuer naming one of our ids (see test_ids_of_another_instance_never_resolve).
+    ("ghes-issuer-same-owner-id", lambda w: w.github.mint(iss="https://ghe.example.com/_services/token"), 401,
+     "invalid_token", "wrong_issuer"),
+    ("self-managed-gitlab-same-namespace-id", lambda w: w.gitlab.mint(iss="https://gitlab.example.com"), 401,
+     "invalid_token", "wrong_issuer"),
     ("namespace-id-integer", lambda w: w.gitlab.mint(namespace_id=72), 401, "invalid_token", "missing_claim"),
     # A GitHub-shaped token from the GitLab issuer has no namespace_id.
     (
@@ -557,13 +575,141 @@ def test_same_token_twice(world: World) -> None:
     # Through the header it is the same token.
     resp = world.app.test_client().post(RESOLVE, headers={"Authorization": f"Bearer {token}"})
     assert_error(resp, 401, "token_replayed")
-    # The tenant sees the replay attempts in its activity.
+    # The tenant sees that its token was replayed, once: further replays
+    # are counted and logged, not written to the change feed.
     entries = world.activity("acme")
     assert [(e["action"], e["details"].get("reason")) for e in entries] == [
         ("oidc.resolved", None),
         ("oidc.refused", "token_replayed"),
-        ("oidc.refused", "token_replayed"),
     ]
+
+
+def test_a_replay_flood_writes_one_change_feed_entry_and_counts_every_replay(world: World) -> None:
+    token = world.github.mint()
+    assert world.post(token).status_code == 200
+    for _ in range(50):
+        assert_error(world.post(token), 401, "token_replayed")
+    with world.runtime.session() as s:
+        feed = [a for a in store.list_activity(s, limit=1000) if a.action.startswith("oidc.")]
+    assert [a.action for a in feed] == ["oidc.resolved", "oidc.refused"]
+    assert int(world.redis.get(REPLAYS_COUNTER)) == 50
+    metrics = world.app.test_client().get("/metrics").get_data(as_text=True)
+    assert "orgsync_oidc_replays_total 50.0" in metrics
+    # Another token's replay is its own first one.
+    other = world.github.mint()
+    assert world.post(other).status_code == 200
+    assert_error(world.post(other), 401, "token_replayed")
+    assert [e["action"] for e in world.activity("acme")] == ["oidc.resolved", "oidc.refused"] * 2
+
+
+# --------------------------------------------------------------------------- instances
+
+ENTERPRISE_SLUG_ISSUER = "https://token.actions.githubusercontent.com/acme-corp"
+GHES_ISSUER = "https://ghe.example.com/_services/token"
+SELF_MANAGED_GITLAB = "https://gitlab.example.com"
+
+# (settings that put two instances' issuers in one list, by hand; the issuer
+# of the synced instance; the other instance's issuer; provider)
+TWO_INSTANCES: list[tuple[str, dict[str, Any], str, str, str]] = [
+    ("gitlab.com-synced", {"oidc_gitlab_issuers": (GITLAB_ISSUER, SELF_MANAGED_GITLAB)},
+     GITLAB_ISSUER, SELF_MANAGED_GITLAB, "gitlab"),
+    ("self-managed-synced", {"gitlab_url": SELF_MANAGED_GITLAB,
+                             "oidc_gitlab_issuers": (GITLAB_ISSUER, SELF_MANAGED_GITLAB)},
+     SELF_MANAGED_GITLAB, GITLAB_ISSUER, "gitlab"),
+    ("github.com-synced", {"oidc_github_issuers": (GITHUB_ISSUER, GHES_ISSUER)},
+     GITHUB_ISSUER, GHES_ISSUER, "github"),
+    ("enterprise-slug-is-github.com", {"oidc_github_issuers": (ENTERPRISE_SLUG_ISSUER, GHES_ISSUER)},
+     ENTERPRISE_SLUG_ISSUER, GHES_ISSUER, "github"),
+    ("ghes-synced", {"github_api_url": "https://ghe.example.com/api/v3",
+                     "oidc_github_issuers": (GITHUB_ISSUER, GHES_ISSUER)},
+     GHES_ISSUER, GITHUB_ISSUER, "github"),
+]
+
+
+@pytest.mark.parametrize(
+    ("settings", "ours", "theirs", "provider"), [c[1:] for c in TWO_INSTANCES], ids=[c[0] for c in TWO_INSTANCES]
+)
+def test_ids_of_another_instance_never_resolve(
+    tmp_path: Any, fake_redis: Any, rsps: responses.RequestsMock,
+    settings: dict[str, Any], ours: str, theirs: str, provider: str,
+) -> None:
+    """Two issuers sign tokens naming the same numeric owner id; only the
+    one of the instance whose ids the store holds resolves it, even when
+    Settings (built by hand, bypassing load_settings) lists both."""
+    world = _make_world(tmp_path, fake_redis, rsps, **settings)
+    label = "acme" if provider == "github" else "gitlab-acme"
+    # The world already serves gitlab.com's and github.com's keys.
+    standing = {GITLAB_ISSUER: world.gitlab, GITHUB_ISSUER: world.github}
+    good = standing.get(ours) or FakeIssuer(rsps, ours, provider)
+    bad = standing.get(theirs) or FakeIssuer(rsps, theirs, provider)
+    same_owner = {"repository_owner_id": "9919"} if provider == "github" else {"namespace_id": "72"}
+
+    assert_error(world.post(bad.mint(**same_owner)), 401, "invalid_token", "wrong_issuer")
+    assert (bad.discovery_fetches, bad.jwks_fetches) == (0, 0)
+    assert world.activity(label) == []
+
+    resp = world.post(good.mint(**same_owner))
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["workspace"]["id"] == world.ws[label]
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"OIDC_GITLAB_ISSUERS": f"{GITLAB_ISSUER},{SELF_MANAGED_GITLAB}"}, "OIDC_GITLAB_ISSUERS"),
+        ({"GITLAB_URL": SELF_MANAGED_GITLAB, "OIDC_GITLAB_ISSUERS": GITLAB_ISSUER}, "OIDC_GITLAB_ISSUERS"),
+        ({"OIDC_GITHUB_ISSUERS": f"{GITHUB_ISSUER},{GHES_ISSUER}"}, "OIDC_GITHUB_ISSUERS"),
+        ({"GITHUB_API_URL": "https://ghe.example.com/api/v3", "OIDC_GITHUB_ISSUERS": ENTERPRISE_SLUG_ISSUER},
+         "OIDC_GITHUB_ISSUERS"),
+        ({"GITHUB_API_URL": "https://ghe.example.com/api/v3",
+          "OIDC_GITHUB_ISSUERS": "https://other-ghe.example.com/_services/token"}, "OIDC_GITHUB_ISSUERS"),
+    ],
+    ids=["gitlab.com-and-self-managed", "self-managed-synced-gitlab.com-issuer", "github.com-and-ghes",
+         "ghes-synced-github.com-issuer", "other-ghes"],
+)
+def test_an_issuer_of_another_instance_is_refused_at_start(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.variable == variable
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "github", "gitlab"),
+    [
+        ({}, (GITHUB_ISSUER,), (GITLAB_ISSUER,)),
+        ({"OIDC_GITHUB_ISSUERS": f"{GITHUB_ISSUER},{ENTERPRISE_SLUG_ISSUER}"},
+         (GITHUB_ISSUER, ENTERPRISE_SLUG_ISSUER), (GITLAB_ISSUER,)),
+        ({"GITHUB_API_URL": "https://ghe.example.com/api/v3", "GITLAB_URL": SELF_MANAGED_GITLAB},
+         (GHES_ISSUER,), (SELF_MANAGED_GITLAB,)),
+        # A plain-http instance (a local stand-in) issues nothing we accept.
+        ({"GITHUB_API_URL": "http://127.0.0.1:9", "GITLAB_URL": "http://127.0.0.1:9"}, (), ()),
+    ],
+    ids=["defaults", "enterprise-slug", "ghes-and-self-managed-defaults", "http-instances"],
+)
+def test_issuers_default_to_the_synced_instances(
+    env: dict[str, str], github: tuple[str, ...], gitlab: tuple[str, ...]
+) -> None:
+    settings = load_settings(env)
+    assert (settings.oidc_github_issuers, settings.oidc_gitlab_issuers) == (github, gitlab)
+
+
+# --------------------------------------------------------------------------- failures of ours
+
+
+def test_database_error_is_503_and_releases_the_jti(world: World) -> None:
+    token = world.github.mint()
+    with world.runtime.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE activity RENAME TO activity_away")
+    resp = world.post(token)
+    assert_error(resp, 503, "unavailable")
+    assert resp.headers["Retry-After"].isdigit()
+    with world.runtime.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE activity_away RENAME TO activity")
+    # The CI's retry of the same token is no replay: our failure released it.
+    resp = world.post(token)
+    assert resp.status_code == 200, resp.get_json()
+    assert_error(world.post(token), 401, "token_replayed")
 
 
 def test_same_jti_in_a_different_token_is_replayed(world: World) -> None:

@@ -14,6 +14,7 @@ from worker import jobs
 from worker.cron import (
     PRUNE_CRON,
     RECONCILE_EVERY,
+    PRUNE_SYNC_RUNS_CRON,
     RESYNC_TICK,
     SWEEP_EVERY,
     build_cron,
@@ -26,16 +27,18 @@ from worker.cron import (
 def test_cron_registers_the_periodic_jobs(env: Env) -> None:
     scheduler = build_cron(env.redis, env.runtime.settings, logging_level="WARNING")
     registered = {j.name: j for j in scheduler.get_jobs()}
-    assert set(registered) == {"schedule_resyncs", "sweep", "prune", "reconcile_installations"}
+    assert set(registered) == {"schedule_resyncs", "sweep", "prune", "reconcile_installations", "prune_sync_runs"}
     assert registered["reconcile_installations"].func_name == "worker.jobs.reconcile_installations"
     assert registered["reconcile_installations"].interval == RECONCILE_EVERY == 60
     assert registered["schedule_resyncs"].func_name == "worker.jobs.schedule_resyncs"
     assert registered["schedule_resyncs"].interval == min(RESYNC_TICK, env.runtime.settings.resync_interval)
     assert registered["sweep"].interval == SWEEP_EVERY == 30
     assert registered["prune"].cron == PRUNE_CRON
+    assert registered["prune_sync_runs"].cron == PRUNE_SYNC_RUNS_CRON
+    assert registered["prune_sync_runs"].func_name == "worker.jobs.prune_sync_runs"
     # The sweep is recovery: it must not wait behind the backlog it recovers.
     assert registered["sweep"].queue_name == "webhooks"
-    assert {registered["schedule_resyncs"].queue_name, registered["prune"].queue_name} == {"default"}
+    assert {j.queue_name for name, j in registered.items() if name != "sweep"} == {"default"}
 
     # The first pass enqueues the interval jobs at once (the prune waits for 03:17).
     enqueued = scheduler.enqueue_jobs()

@@ -1,0 +1,70 @@
+"""The body read deadline (webhooks/limits.py) without a server: a body
+that arrives too slowly, or stops, is answered 408 and records nothing.
+Through gunicorn it is shown in tests/e2e/test_slow_clients.py."""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from tests.webhooks.conftest import GITHUB_SECRET, World
+from webhooks.limits import BODY_READ_SECONDS, BodyReadDeadline
+from webhooks.signatures import github_headers
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowInput(io.RawIOBase):
+    """A body that costs ``per_read`` seconds of the clock per read, or
+    whose reads time out (the client went quiet)."""
+
+    def __init__(self, body: bytes, clock: Clock, per_read: float, silent: bool = False) -> None:
+        self.body = io.BytesIO(body)
+        self.clock = clock
+        self.per_read = per_read
+        self.silent = silent
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.silent:
+            raise TimeoutError("timed out")
+        self.clock.now += self.per_read
+        return self.body.read(min(size, 16) if size and size > 0 else 16)
+
+
+CASES: list[tuple[str, float, bool, int]] = [
+    ("prompt", 0.0, False, 200),
+    ("trickling past the deadline", 1.0, False, 408),
+    ("silent", 0.0, True, 408),
+]
+
+
+@pytest.mark.parametrize(("case", "per_read", "silent", "status"), CASES, ids=[c[0] for c in CASES])
+def test_body_read_deadline(world: World, case: str, per_read: float, silent: bool, status: int) -> None:
+    clock = Clock()
+    inner: Any = world.app.wsgi_app.app  # type: ignore[attr-defined]
+    world.app.wsgi_app = BodyReadDeadline(inner, clock=clock)  # type: ignore[method-assign]
+    body = json.dumps({"zen": "x" * 400, "hook_id": 1}).encode()
+    assert len(body) / 16 * per_read > BODY_READ_SECONDS or per_read == 0
+    environ = EnvironBuilder(path="/webhooks/github", method="POST", data=body,
+                             headers=github_headers(body, GITHUB_SECRET, "ping")).get_environ()
+    environ["wsgi.input"] = SlowInput(body, clock, per_read, silent)
+    before = world.counts()
+    resp = world.client.open(Request(environ))
+    assert resp.status_code == status, resp.get_json()
+    if status == 408:
+        assert resp.get_json()["error"] == "request_timeout"
+        assert world.counts() == before
+    else:
+        assert resp.get_json()["status"] == "pong"

@@ -1,0 +1,153 @@
+"""GET /metrics: a scrape's database cost does not grow with the tables,
+the figures are shared by the fleet, and ORGSYNC_METRICS_TOKEN protects it."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from models.tables import Delivery, SyncRun
+from tests.webhooks.conftest import MakeWorld, World
+from webhooks.app import create_app
+from webhooks.observability import CLOCK_EXTENSION, METRICS_REFRESH_SECONDS
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def statements(world: World) -> Iterator[list[str]]:
+    """Every SQL statement the app's engine runs inside the block."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        seen.append(sql)
+
+    event.listen(world.runtime.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(world.runtime.engine, "before_cursor_execute", record)
+
+
+def _grow(world: World, workspace_id: str, rows: int) -> None:
+    now = datetime.now(UTC)
+    with world.session() as s:
+        s.add_all(Delivery(id=f"m-{uuid.uuid4()}", provider="github", event="organization", action="member_added",
+                           body_sha256="0" * 64, payload="{}", status="processed", received_at=now,
+                           started_at=now - timedelta(seconds=1), processed_at=now) for _ in range(rows))
+        s.add_all(SyncRun(workspace_id=workspace_id, kind="member", trigger="t", result="ok",
+                          started_at=now - timedelta(seconds=2), finished_at=now, api_calls=1)
+                  for _ in range(rows))
+
+
+def _scrape(world: World, **headers: str) -> str:
+    resp = world.client.get("/metrics", headers=headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return resp.get_data(as_text=True)
+
+
+@pytest.fixture
+def clocked(world: World) -> tuple[World, Clock, str]:
+    clock = Clock()
+    world.app.extensions[CLOCK_EXTENSION] = clock
+    return world, clock, world.github_workspace(1, "acme")
+
+
+def test_a_scrapes_statement_count_does_not_grow_with_the_tables(clocked: tuple[World, Clock, str]) -> None:
+    world, clock, ws = clocked
+    counts: dict[int, int] = {}
+    total = 0
+    for rows in (0, 10, 1000):
+        _grow(world, ws, rows - total)
+        total = rows
+        clock.now += METRICS_REFRESH_SECONDS  # the snapshot is due
+        with statements(world) as seen:
+            text = _scrape(world)
+        counts[rows] = len(seen)
+        assert f'orgsync_sync_runs_total{{kind="member",result="ok"}} {float(rows)}' in text or rows == 0
+    assert counts[0] == counts[10] == counts[1000] > 0, counts
+
+
+def test_scrapes_between_refreshes_cost_no_statement(clocked: tuple[World, Clock, str]) -> None:
+    world, clock, ws = clocked
+    _grow(world, ws, 5)
+    with statements(world) as seen:
+        first = _scrape(world)
+    assert seen
+    _grow(world, ws, 5)
+    with statements(world) as seen:
+        for _ in range(METRICS_REFRESH_SECONDS - 1):
+            clock.now += 1
+            again = _scrape(world)
+    assert seen == []
+    assert 'orgsync_sync_runs_total{kind="member",result="ok"} 5.0' in again
+    assert "orgsync_metrics_snapshot_age_seconds" in first
+    # Once the interval has passed, one scrape refreshes the figures.
+    clock.now += 1
+    assert 'orgsync_sync_runs_total{kind="member",result="ok"} 10.0' in _scrape(world)
+
+
+def test_the_fleet_shares_one_snapshot(clocked: tuple[World, Clock, str]) -> None:
+    world, clock, ws = clocked
+    _grow(world, ws, 3)
+    _scrape(world)
+    other = create_app(runtime=world.runtime)  # another web process: same database and Redis
+    other.extensions[CLOCK_EXTENSION] = clock
+    with statements(world) as seen:
+        text = other.test_client().get("/metrics").get_data(as_text=True)
+    assert seen == []
+    assert 'orgsync_sync_runs_total{kind="member",result="ok"} 3.0' in text
+
+
+def test_without_redis_each_process_still_refreshes_at_most_once_per_interval(
+    make_world: MakeWorld, down_fake_redis: Any
+) -> None:
+    world = make_world(redis=down_fake_redis)
+    clock = Clock()
+    world.app.extensions[CLOCK_EXTENSION] = clock
+    with statements(world) as seen:
+        text = _scrape(world)
+        refresh = len(seen)
+        for _ in range(5):
+            _scrape(world)
+    assert refresh > 0 and len(seen) == refresh
+    assert 'orgsync_scrape_source_up{source="database"} 1.0' in text
+
+
+METRICS_TOKEN_CASES: list[tuple[str, dict[str, str], int]] = [
+    ("no header", {}, 401),
+    ("wrong token", {"Authorization": "Bearer not-the-token"}, 401),
+    ("prefix of the token", {"Authorization": "Bearer metrics-tok"}, 401),
+    ("basic auth", {"Authorization": "Basic bWV0cmljczp4"}, 401),
+    ("empty bearer", {"Authorization": "Bearer "}, 401),
+    ("the admin token", {"Authorization": "Bearer admin-token"}, 401),
+    ("the token", {"Authorization": "Bearer metrics-token-1"}, 200),
+    ("the rotated token", {"Authorization": "Bearer metrics-token-2"}, 200),
+]
+
+
+@pytest.mark.parametrize(("case", "headers", "status"), METRICS_TOKEN_CASES, ids=[c[0] for c in METRICS_TOKEN_CASES])
+def test_metrics_token(make_world: MakeWorld, case: str, headers: dict[str, str], status: int) -> None:
+    world = make_world(metrics_tokens=("metrics-token-1", "metrics-token-2"), admin_tokens=("admin-token",))
+    resp = world.client.get("/metrics", headers=headers)
+    assert resp.status_code == status
+    if status == 401:
+        assert resp.get_json()["error"] == "unauthorized"
+        assert "orgsync_" not in resp.get_data(as_text=True)
+    else:
+        assert "orgsync_workspaces" in resp.get_data(as_text=True)
+
+
+def test_metrics_are_open_when_no_token_is_configured(world: World) -> None:
+    assert world.client.get("/metrics").status_code == 200
