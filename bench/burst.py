@@ -122,10 +122,10 @@ class Bench:
         from cryptography.hazmat.primitives.asymmetric import rsa
         from sqlalchemy import text
 
-        from models.base import make_engine, make_session_factory
-        from models.migrate import upgrade
         from demo.fakes.github_server import FakeGitHub
         from demo.fakes.server import FakeProviderServer
+        from models.base import make_engine, make_session_factory
+        from models.migrate import upgrade
 
         admin = make_engine(PG)
         with admin.begin() as c:

@@ -97,7 +97,9 @@ def member_reads(
         # (absent, or a membership that gives no access) are the removals.
         p = plan(stored, answers, complete=True)
         added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}")
-        details: dict[str, Any] = {"members": len(uids), "provider_user_ids": uids[:100]}
+        # Every member read, uncapped: a full sync running meanwhile must not
+        # undo any of them (sync.orgs._settled_since).
+        details: dict[str, Any] = {"members": len(uids), "provider_user_ids": uids}
         if len(uids) == 1:
             current = answers[0] if answers else None
             details.update({

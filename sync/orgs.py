@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from models import store
 from models.errors import InvalidState
-from models.tables import Activity, RosterEntry, Workspace, utcnow
+from models.tables import Activity, RosterEntry, SyncRun, Workspace, utcnow
 from sync.apply import (
     DbPageCache,
     RunOutcome,
@@ -199,7 +199,7 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         stored = load_stored_roster(s, ws.id)
         p = plan(stored, listing, complete=True)
         del listing
-        settled = _settled_since(s, ws.id, start_seq, actor)
+        settled = _settled_since(s, ws.id, start_seq, actor, run_id)
         if settled:
             # Members re-read by another run while we were listing: their
             # entry is newer than our page, which must not undo it (re-add a
@@ -249,9 +249,14 @@ def _latest_seq(session: Session) -> int:
 _MEMBER_ACTIONS = ("member.added", "member.removed", "member.role_changed")
 
 
-def _settled_since(session: Session, workspace_id: str, start_seq: int, actor: str) -> set[int]:
-    """Provider user ids whose roster entry another run changed after ours
-    started (the activity sequence is commit-ordered)."""
+def _settled_since(session: Session, workspace_id: str, start_seq: int, actor: str, run_id: int) -> set[int]:
+    """Provider user ids another run re-read after ours started: their entry
+    is at least as fresh as our listing, which must not undo it.
+
+    Two signs: a roster change another run committed after ours started (the
+    activity sequence is commit-ordered), and a member re-read that changed
+    nothing (a member who left before the store ever listed them writes no
+    activity, yet our listing, read before they left, would add them back)."""
     rows = session.scalars(
         select(Activity.details).where(
             Activity.workspace_id == workspace_id,
@@ -263,6 +268,21 @@ def _settled_since(session: Session, workspace_id: str, start_seq: int, actor: s
     out: set[int] = set()
     for details in rows:
         uid = (details or {}).get("provider_user_id")
+        if isinstance(uid, int):
+            out.add(uid)
+    # Member runs opened after ours (run ids are allocated at open) that
+    # finished: each names the members it read.
+    for details in session.scalars(
+        select(SyncRun.details).where(
+            SyncRun.workspace_id == workspace_id, SyncRun.kind == "member", SyncRun.id > run_id,
+            SyncRun.result == "ok",
+        )
+    ):
+        d = details or {}
+        ids = d.get("provider_user_ids")
+        if isinstance(ids, list):
+            out.update(u for u in ids if isinstance(u, int))
+        uid = d.get("provider_user_id")
         if isinstance(uid, int):
             out.add(uid)
     return out

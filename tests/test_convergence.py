@@ -1419,3 +1419,49 @@ def test_full_sync_does_not_undo_a_newer_member_sync(
         env.github.clear_hook()
         env.engine.dispose()
         env.reset()
+
+
+def test_a_listing_does_not_re_add_a_member_a_webhook_found_gone_mid_listing(
+    tmp_path: Path, fake_server: tuple[FakeProviderServer, Switchboard, Switchboard], app_key: str,
+) -> None:
+    """Found by the machine: member 7 joined (its delivery still pending) and
+    left again while a full sync walked the roster; the admins' page, read
+    before they left, lists them, and the pending delivery, processed between
+    the two pages, re-read them as gone. That re-read changed nothing (the
+    store never had them), so no activity marked it; the listing must still
+    not add them back."""
+    need_corpus()
+    env = build_env("sqlite", f"sqlite:///{tmp_path / 'gone-mid-listing.db'}", fake_server, app_key)
+    try:
+        ctx, gh = env.ctx(), env.gh
+        gh.add_org(9001, "acme", installation_id=701)
+        gh.add_member(9001, 1, "u1", "admin")
+        with ctx.session() as s:
+            ws_id = store.create_provider_workspace(s, "github", 9001, "acme", actor="test",
+                                                    installation_id=701).id
+        assert full_sync(ctx, ws_id, trigger="install")["result"] == "ok"
+        gh.add_member(9001, 7, "u7", "admin")
+        pending = str(uuid.uuid4())
+        event = {"action": "member_added", "organization": {"id": 9001, "login": "acme"},
+                 "installation": {"id": 701}, "membership": {"user": {"id": 7, "login": "u7"},
+                                                             "role": "admin", "state": "active"}}
+        assert env.world.post_github("organization", event, delivery=pending).status_code == 202
+
+        def leave_and_process() -> None:
+            gh.remove_member(9001, 7)
+            assert process_delivery(ctx, pending, RecordingEnqueuer()) == "processed"
+
+        # The second roster request (the members' page) comes after the admins'.
+        env.github.set_hook(lambda path, query: path.startswith("/orgs/") and path.endswith("/members"),
+                            2, leave_and_process)
+        try:
+            run = full_sync(ctx, ws_id, trigger="schedule")
+        finally:
+            fired = env.github.hook_fired
+            env.github.clear_hook()
+        assert fired and run["result"] == "ok"
+        with ctx.session() as s:
+            assert s.get(RosterEntry, (ws_id, 7)) is None  # gone at the provider: not re-added
+    finally:
+        env.engine.dispose()
+        env.reset()

@@ -13,8 +13,8 @@ from tests.worker.conftest import Env
 from worker import jobs
 from worker.cron import (
     PRUNE_CRON,
-    RECONCILE_EVERY,
     PRUNE_SYNC_RUNS_CRON,
+    RECONCILE_EVERY,
     RESYNC_TICK,
     SWEEP_EVERY,
     build_cron,
