@@ -64,7 +64,10 @@ CHEAP_LISTING = 10
 # In listing mode, a burst is served once it pauses for SETTLE, and no hint
 # waits longer than MAX_WAIT for its listing.
 SETTLE = 1.0
-MAX_WAIT = 20.0
+MAX_WAIT = 30.0
+# Membership hints that say "this member left": the listing they ask for needs
+# no further check for those members (sync.orgs._confirm_removals).
+REMOVAL_ACTIONS = frozenset({"member_removed", "user_remove_from_group"})
 # Transient failures: due again after these delays; then failed (replayable).
 RETRY_DELAYS = (5, 15, 60, 180, 600)
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
@@ -394,8 +397,14 @@ class Drain:
             owed = lanes.take_full_sync(s, self.lane)
         force = bool(owed and owed.force)
         trigger = f"webhooks:{len(seg)} hints from {seg[0].id}"
+        # The newest hint per member decides whether it said "left".
+        last_action: dict[int, str | None] = {}
+        for r in seg:
+            if r.hint_user_id is not None:
+                last_action[int(r.hint_user_id)] = r.action
+        gone = frozenset(u for u, a in last_action.items() if a in REMOVAL_ACTIONS)
         try:
-            run = orgs.full_sync(self.ctx, workspace_id, trigger=trigger, force=force)
+            run = orgs.full_sync(self.ctx, workspace_id, trigger=trigger, force=force, hinted_absent=gone)
         except RateLimited as exc:
             if owed is not None:
                 with self.ctx.session() as s:

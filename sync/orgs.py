@@ -125,7 +125,8 @@ def _counts(provider: Provider, base: tuple[int, int]) -> tuple[int, int]:
 # --------------------------------------------------------------------------- full sync
 
 
-def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool = False) -> dict[str, Any]:
+def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool = False,
+              hinted_absent: frozenset[int] = frozenset()) -> dict[str, Any]:
     """Re-read the whole org and bring the stored roster in line.
 
     Returns the sync-run dict (``models.store.sync_run_to_dict``). Raises
@@ -170,7 +171,8 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
             pages += 1
             listing.extend(page.members)
         stage = "confirm_removals"
-        confirmed_absent, confirmation = _confirm_removals(ctx, provider, org, workspace_id, listing, force)
+        confirmed_absent, confirmation = _confirm_removals(ctx, provider, org, workspace_id, listing, force,
+                                                           hinted_absent)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; _record_failure re-raises
         calls, not_modified = _counts(provider, base)
         close_provider(provider)
@@ -310,6 +312,7 @@ def _confirm_removals(
     workspace_id: str,
     listing: list[ProviderMember],
     force: bool,
+    hinted_absent: frozenset[int] = frozenset(),
 ) -> tuple[set[int], dict[str, Any]]:
     """Confirm that members missing from the listing really left.
 
@@ -321,6 +324,11 @@ def _confirm_removals(
     are appended to ``listing`` (the provider's current truth); the returned
     set holds the ids confirmed absent, the only ones a sync may remove.
     Provider errors propagate: the sync then applies nothing.
+
+    ``hinted_absent``: members the batch that asked for this listing was told
+    had left (membership-removed webhooks, answered by this listing). Two
+    independent signals agree for them, the hint and the listing, so they
+    need no third read: a burst of removals costs one listing, not two.
     """
     with ctx.session() as s:
         stored = load_stored_roster(s, workspace_id)
@@ -329,7 +337,11 @@ def _confirm_removals(
         return set(), {}
     if removal_held(len(stored), len(candidates), ctx.settings.max_removal_fraction) and not force:
         return set(), {}  # held anyway: spend no requests on it
-    absent: set[int] = set()
+    absent: set[int] = {uid for uid in candidates if uid in hinted_absent}
+    agreed = len(absent)
+    candidates = tuple(uid for uid in candidates if uid not in hinted_absent)
+    if not candidates:
+        return absent, {"method": "hinted", "candidates": agreed, "hinted": agreed, "still_members": 0}
     found = 0
     if len(candidates) <= RECHECK_ONE_BY_ONE:
         method = "member_reads"
@@ -354,7 +366,8 @@ def _confirm_removals(
     if found:
         log.warning("full sync of %s: %d member(s) missing from the listing are still members",
                     workspace_id, found)
-    return absent, {"method": method, "candidates": len(candidates), "still_members": found}
+    return absent, {"method": method, "candidates": len(candidates) + agreed, "hinted": agreed,
+                    "still_members": found}
 
 
 def _record_failure(

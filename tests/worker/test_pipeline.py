@@ -332,3 +332,34 @@ def test_a_delivery_arriving_as_a_drain_stops_rings_the_bell_again(env: Env) -> 
     assert queues.wake(env.redis, LANE) is None  # pending: one round trip, nothing queued
     env.drain()
     assert _statuses(env, [first, second]) == [("processed", 1), ("processed", 1)]
+
+
+def test_a_burst_of_removals_costs_one_listing_and_no_second_check(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch, "SETTLE", 0.0)
+    from models import store
+
+    env.add_org(members=3)
+    uids = list(range(400, 437))
+    for uid in uids:
+        env.server.github.add_member(ORG_ID, uid, f"user{uid}", "member")
+    with env.session() as s:
+        ws = store.get_workspace(s, env.workspace_id)
+        store.apply_roster_changes(s, ws, adds=[store.RosterRow(u, f"user{u}", "member") for u in uids],
+                                   actor="test")
+    leaving = uids[:12]  # 12 of 37: under the mass-removal guard
+    for uid in leaving:
+        env.server.github.remove_member(ORG_ID, uid)
+    ids = [env.record_member_event(uid, action="member_removed") for uid in leaving]
+    _wake(env)
+    env.server.github.reset_log()
+    env.drain()
+    assert {s for s, _ in _statuses(env, ids)} == {"processed"}
+    assert not set(leaving) & set(_roster(env))
+    # One listing (the admins' and the members' pages); the removals it found
+    # were each hinted by a webhook, so no member is read again one by one.
+    assert env.server.github.count("/memberships/") == 0
+    assert env.server.github.count("/members") == 2
+    run = env.runs("full")[-1]
+    assert run["removed"] == len(leaving) and run["details"]["removal_check"]["method"] == "hinted"
