@@ -30,7 +30,7 @@ from werkzeug.wrappers import Request, Response
 
 from demo.fakes.github_server import FakeGitHub
 from demo.fakes.gitlab_server import DEFAULT_TOKEN, FakeGitLab
-from demo.fakes.issuer import GITHUB_ISSUER, GITLAB_ISSUER, FakeIssuer
+from demo.fakes.issuer import FakeIssuer
 from demo.fakes.server import FakeProviderServer
 from models.config import Settings
 
@@ -109,14 +109,21 @@ def start(base: Settings) -> Demo:
     github = FakeGitHub(app_id=int(APP_ID), app_public_key=public)
     gitlab = FakeGitLab()
     _seed(github, gitlab)
-    adapter = IssuerAdapter()
-    http = requests.Session()
-    for prefix in (GITHUB_ISSUER, GITLAB_ISSUER):
-        http.mount(prefix, adapter)
-    issuers = {"github": FakeIssuer(adapter, GITHUB_ISSUER, "github", audience=base.oidc_audience),
-               "gitlab": FakeIssuer(adapter, GITLAB_ISSUER, "gitlab", audience=base.oidc_audience)}
     controls = _Controls()
     server = FakeProviderServer(github=github, gitlab=gitlab, extra={"/demo": controls.wsgi})
+    # The CI issuers of the stand-in instances: an issuer is bound to the
+    # instance whose ids the store holds (GitHub Enterprise Server issues from
+    # https://HOST/_services/token; a GitLab instance is its own issuer), so
+    # they live on the stand-in's host. Their discovery and keys are answered
+    # in-process by the adapter, over the real verifier's HTTP client.
+    host = f"{server.host}:{server.port}"
+    github_issuer, gitlab_issuer = f"https://{host}/_services/token", f"https://{host}"
+    adapter = IssuerAdapter()
+    http = requests.Session()
+    for prefix in (github_issuer, gitlab_issuer):
+        http.mount(prefix, adapter)
+    issuers = {"github": FakeIssuer(adapter, github_issuer, "github", audience=base.oidc_audience),
+               "gitlab": FakeIssuer(adapter, gitlab_issuer, "gitlab", audience=base.oidc_audience)}
     settings = dataclasses.replace(
         base,
         github_api_url=server.github_api_url,
@@ -129,8 +136,8 @@ def start(base: Settings) -> Demo:
         gitlab_webhook_signing_secret=None,
         service_tokens=(SERVICE_TOKEN,),
         admin_tokens=(ADMIN_TOKEN,),
-        oidc_github_issuers=(GITHUB_ISSUER,),
-        oidc_gitlab_issuers=(GITLAB_ISSUER,),
+        oidc_github_issuers=(github_issuer,),
+        oidc_gitlab_issuers=(gitlab_issuer,),
     )
     demo = Demo(server=server, settings=settings, issuers=issuers, oidc_http=http)
     controls.demo = demo
@@ -166,7 +173,9 @@ def adopt_all(demo: Demo, session_factory: Any) -> list[str]:
     lines: list[str] = []
     for org_id, login, installation, members in GITHUB_ORGS:
         installer = next(uid for uid, role in members.items() if role == "admin")
-        result = adopt_installation(ctx, installation, org_id, login, installer, trigger="demo:start")
+        adopted = adopt_installation(ctx, installation, org_id, login, installer, trigger="demo:start")
+        # Adoption only takes the installation on; its first full sync runs here.
+        result = full_sync(ctx, adopted["workspace"], trigger="demo:start")
         with ctx.session() as s:
             ws = store.get_provider_workspace(s, "github", org_id)
             if ws is not None and ws.subscription_plan is None:

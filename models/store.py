@@ -675,6 +675,26 @@ def hand_on_ownership(session: Session, ws: Workspace, *, actor: str) -> None:
     _set_owner(session, ws, successor, actor, reason="owner_left_org")
 
 
+def claim_unowned(session: Session, ws: Workspace, user: User, *, actor: str) -> bool:
+    """A provider workspace that never had an owner (adopted from an
+    installation nobody in the platform connected: the reconciliation, or an
+    installer with no account who is not expected) is connected by the first
+    org admin who logs in: they become owner with billing access. One that
+    lost its owner stays ownerless until an operator acts (SPEC 3)."""
+    if ws.kind != "provider" or ws.owner_id is not None or ws.pending_owner_provider_user_id is not None:
+        return False
+    ever_owned = session.scalar(select(Activity.seq).where(
+        Activity.workspace_id == ws.id, Activity.action.in_(("ownership.changed", "ownership.lost"))).limit(1))
+    if ever_owned is not None:
+        return False
+    ident = next((i for i in user.identities if i.provider == ws.provider), None)
+    entry = session.get(RosterEntry, (ws.id, ident.provider_user_id)) if ident is not None else None
+    if entry is None or entry.role != "admin":
+        return False
+    _set_owner(session, ws, user.id, actor, reason="connected")
+    return True
+
+
 # --------------------------------------------------------------------------- invitations
 
 

@@ -110,6 +110,7 @@ def login_sync(
             p = plan_member(stored, uid, ProviderMember(uid, me.login, token_org.role))
             a, r, c = apply_plan(s, ws, p, actor=actor)
             added, removed, changed = added + a, removed + r, changed + c
+            store.claim_unowned(s, ws, user, actor=actor)
             if provider == "github" and (ws.installation_id is None or ws.id in reconnected):
                 undiscovered.append(ws.id)
 

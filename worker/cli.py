@@ -673,7 +673,6 @@ def _wait_for_syncs(rt: Runtime, queued: list[dict[str, Any]], after_run: int, t
 
     from models import lanes, queries, store
     from models.tables import as_utc, utcnow
-    from worker.jobs import run_jobs_inline
 
     names: dict[str, str] = {}
     lane_of: dict[str, str] = {}
@@ -734,7 +733,7 @@ def _wait_for_syncs(rt: Runtime, queued: list[dict[str, Any]], after_run: int, t
                         "and runs " + ("when `orgsync dev` is running" if inline else "when a worker is free"))
             break
         if inline:
-            run_jobs_inline(rt.redis, until=time.monotonic())
+            _run_inline(rt, 0)
         time.sleep(0.5)
     return [results[item["workspace"]] for item in queued]
 
@@ -915,8 +914,12 @@ def deliveries_replay(ctx: _Ctx, delivery_id: str, as_json: bool) -> None:
         _progress(as_json)("no REDIS_URL: processing the delivery in this process")
 
         def finished() -> bool:
+            # One attempt is what an operator's replay asks for: a retry due
+            # later would not run once this command exits.
             with rt.session() as s:
-                return dstore.get_delivery(s, delivery_id).status in (*dstore.FINISHED, dstore.FAILED)
+                row = dstore.get_delivery(s, delivery_id)
+                return row.status in (*dstore.FINISHED, dstore.FAILED) or (
+                    row.status in (dstore.RETRYING, dstore.DEFERRED) and row.attempts >= 1)
 
         _run_inline(rt, 60, finished)
         with rt.session() as s:
@@ -925,11 +928,9 @@ def deliveries_replay(ctx: _Ctx, delivery_id: str, as_json: bool) -> None:
     else:
         error = None
     emit(data, as_json, lambda d: click.echo(f"delivery {d['delivery']}: {d['status']}"))
-    if data["status"] == dstore.FAILED:
-        fail(f"delivery {delivery_id} failed again" + (f": {error}" if error else ""))
-    if rt.embedded and data["status"] not in dstore.FINISHED:
-        fail(f"delivery {delivery_id} is {data['status']}" + (f" ({error})" if error else "")
-             + "; it stays due and runs when `orgsync dev` is running")
+    if data["status"] == dstore.FAILED or (rt.embedded and data["status"] not in dstore.FINISHED):
+        later = "" if data["status"] == dstore.FAILED else "; it stays due and is retried when `orgsync dev` runs"
+        fail(f"delivery {delivery_id} failed again" + (f": {error}" if error else "") + later)
 
 
 @deliveries.command("send")

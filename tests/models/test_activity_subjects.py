@@ -53,7 +53,7 @@ def test_member_entries_name_the_account_else_the_provider_id(db_url: str, provi
 
 
 def test_migration_0005_rewrites_old_subjects(db_url: str) -> None:
-    upgrade(db_url, "0001")
+    upgrade(db_url, "0004")  # the revision before 0005
     engine = make_engine(db_url)
     with session_scope(make_session_factory(engine)) as s:
         alice, _ = store.get_or_create_user_for_identity(s, "github", 1, "alice", actor="test")
