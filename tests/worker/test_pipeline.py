@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from rq import Queue
 from sqlalchemy import select, update
 
 from models import deliveries, lanes
