@@ -64,7 +64,7 @@ def test_member_missing_from_listing_but_still_a_member_is_kept(org: Org) -> Non
     run = full_sync(org.ctx, org.workspace_id, trigger="t")
     assert run["result"] == "ok" and run["removed"] == 1
     assert 7 in org.roster() and 30 not in org.roster()
-    assert run["details"]["removal_check"] == {"method": "member_reads", "candidates": 2, "still_members": 1}
+    assert run["details"]["removal_check"] == {"method": "member_reads", "candidates": 2, "hinted": 0, "still_members": 1}
 
 
 def test_many_candidates_are_checked_with_a_second_listing(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
