@@ -166,7 +166,7 @@ class Bench:
         try:
             ws = store.create_provider_workspace(s, "github", org_id, login, actor="bench",
                                                  installation_id=installation)
-            store.apply_roster_changes(s, ws, adds=[store.RosterRow(u, f"u{u}", r) for u, r in members.items()],
+            store.apply_roster_changes(s, ws, adds=[store.StoredMember(u, f"u{u}", r) for u, r in members.items()],
                                        actor="bench")
             s.commit()
             return ws.id

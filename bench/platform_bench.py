@@ -55,7 +55,7 @@ def seed(db_url: str, tag: str, n: int) -> None:
         for j in range(10):
             org = store.create_provider_workspace(s, "github", abs(hash(tag)) % 10**8 + 1000 + j,
                                                   f"{tag}-org-{j}", actor="bench", installation_id=1)
-            store.apply_roster_changes(s, org, adds=[store.RosterRow(uid, tag, "admin")], actor="bench")
+            store.apply_roster_changes(s, org, adds=[store.StoredMember(uid, tag, "admin")], actor="bench")
     engine.dispose()
 
 

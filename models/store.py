@@ -743,29 +743,35 @@ def decide_invitation(session: Session, invitation: Invitation, approve: bool, *
 
 
 @dataclass(frozen=True, slots=True)
-class RosterRow:
+class StoredMember:
+    """One roster entry as the store holds it (the one stored-member type)."""
+
     provider_user_id: int
     login: str
-    role: str
+    role: str  # admin | member | billing
 
 
-def roster(session: Session, ws: Workspace) -> dict[int, RosterRow]:
-    rows = session.execute(
-        select(RosterEntry.provider_user_id, RosterEntry.login, RosterEntry.role).where(
-            RosterEntry.workspace_id == ws.id
-        )
+def roster(session: Session, workspace_id: str, only: Iterable[int] | None = None) -> dict[int, StoredMember]:
+    """The stored roster in one query, or only the members in ``only``.
+
+    Plain tuples, no ORM objects: a 100k-member roster stays small.
+    """
+    q = select(RosterEntry.provider_user_id, RosterEntry.login, RosterEntry.role).where(
+        RosterEntry.workspace_id == workspace_id
     )
-    return {r[0]: RosterRow(r[0], r[1], r[2]) for r in rows}
+    if only is not None:
+        q = q.where(RosterEntry.provider_user_id.in_(list(only)))
+    return {int(uid): StoredMember(int(uid), login, role) for uid, login, role in session.execute(q)}
 
 
 def apply_roster_changes(
     session: Session,
     ws: Workspace,
     *,
-    adds: Iterable[RosterRow] = (),
+    adds: Iterable[StoredMember] = (),
     removals: Iterable[int] = (),
-    role_changes: Iterable[tuple[RosterRow, str]] = (),
-    login_changes: Iterable[RosterRow] = (),
+    role_changes: Iterable[tuple[StoredMember, str]] = (),
+    login_changes: Iterable[StoredMember] = (),
     actor: str,
     extra_activity: Sequence[ActivityEntry] = (),
 ) -> tuple[int, int, int]:
@@ -873,7 +879,7 @@ def _roster_logins(session: Session, workspace_id: str, provider_user_ids: list[
     return logins
 
 
-def _dedupe(rows: Iterable[RosterRow]) -> list[RosterRow]:
+def _dedupe(rows: Iterable[StoredMember]) -> list[StoredMember]:
     # PostgreSQL rejects a bulk statement that touches one row twice.
     return list({r.provider_user_id: r for r in rows}.values())
 

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from models import store
 from models.errors import WorkspaceNotFound
-from models.tables import HttpCacheEntry, RosterEntry, SyncRun, Workspace, utcnow
+from models.tables import HttpCacheEntry, SyncRun, Workspace, utcnow
 from sync.providers.base import CachedPage, ProviderMember
-from sync.roster import Plan, StoredMember
+from sync.roster import Plan
 
 # Bulk statements are chunked so that a 100,000-member roster is a few dozen
 # statements, well below SQLite's and PostgreSQL's bound-parameter limits.
@@ -40,16 +40,6 @@ def lock_workspace(session: Session, workspace_id: str) -> Workspace:
     return ws
 
 
-def load_stored_roster(session: Session, workspace_id: str) -> dict[int, StoredMember]:
-    """The whole stored roster in one query (no ORM objects: 100k rows stay small)."""
-    rows = session.execute(
-        select(RosterEntry.provider_user_id, RosterEntry.login, RosterEntry.role).where(
-            RosterEntry.workspace_id == workspace_id
-        )
-    )
-    return {int(uid): StoredMember(int(uid), login, role) for uid, login, role in rows}
-
-
 def apply_plan(session: Session, ws: Workspace, plan: Plan, *, actor: str) -> tuple[int, int, int]:
     """Write the plan with bulk statements; (added, removed, changed).
 
@@ -61,16 +51,12 @@ def apply_plan(session: Session, ws: Workspace, plan: Plan, *, actor: str) -> tu
     return store.apply_roster_changes(
         session,
         ws,
-        adds=[_row(m) for m in plan.adds],
+        adds=list(plan.adds),
         removals=plan.removals,
-        role_changes=[(_row(c.member), c.old_role) for c in plan.role_changes],
-        login_changes=[_row(m) for m in plan.login_changes],
+        role_changes=[(c.member, c.old_role) for c in plan.role_changes],
+        login_changes=list(plan.login_changes),
         actor=actor,
     )
-
-
-def _row(m: StoredMember) -> store.RosterRow:
-    return store.RosterRow(m.provider_user_id, m.login, m.role)
 
 
 # --------------------------------------------------------------------------- sync runs

@@ -30,11 +30,11 @@ from sync.installations import (
     discover_installation,
 )
 from sync.providers.base import ProviderMember, ProviderOrg, TokenOrg
-from sync.roster import Plan, StoredMember, plan_member
+from sync.roles import outranks
+from sync.roster import Plan, plan_member
 
 log = logging.getLogger(__name__)
 
-_RANK = {"admin": 3, "member": 2, "billing": 1}
 PROVIDERS = ("github", "gitlab")
 
 
@@ -105,7 +105,7 @@ def login_sync(
                     # The provider named the org by its id: a rename to follow.
                     store.rename_provider_workspace(s, ws, token_org.org.login, actor=actor)
             entry = s.get(RosterEntry, (ws.id, uid))
-            stored = StoredMember(uid, entry.login, entry.role) if entry is not None else None
+            stored = store.StoredMember(uid, entry.login, entry.role) if entry is not None else None
             assert token_org.role is not None  # _listed_orgs keeps only orgs that give access
             p = plan_member(stored, uid, ProviderMember(uid, me.login, token_org.role))
             a, r, c = apply_plan(s, ws, p, actor=actor)
@@ -237,6 +237,6 @@ def _listed_orgs(orgs: Iterable[TokenOrg]) -> dict[int, TokenOrg]:
         if t.role is None:
             continue  # pending invitation and the like: no access
         held = listed.get(t.org.org_id)
-        if held is None or _RANK.get(t.role, 0) > _RANK.get(held.role or "", 0):
+        if held is None or outranks(t.role, held.role):
             listed[t.org.org_id] = t
     return listed

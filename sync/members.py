@@ -21,7 +21,7 @@ from sync.apply import RunOutcome, apply_plan, finish_run, lock_workspace, open_
 from sync.context import SyncContext, close_provider
 from sync.orgs import _record_failure, _skip_reason, _target
 from sync.providers.base import ProviderMember
-from sync.roster import StoredMember, plan
+from sync.roster import plan
 
 
 def member_reads(
@@ -87,12 +87,7 @@ def member_reads(
             run = finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
                                                    details={"reason": skip[0], "members": len(uids)}))
             return store.sync_run_to_dict(run)
-        stored = {
-            int(uid): StoredMember(int(uid), login, role)
-            for uid, login, role in s.execute(
-                select(RosterEntry.provider_user_id, RosterEntry.login, RosterEntry.role).where(
-                    RosterEntry.workspace_id == workspace_id, RosterEntry.provider_user_id.in_(uids)))
-        }
+        stored = store.roster(s, workspace_id, only=uids)
         # Complete for exactly these members: the ones read as "not a member"
         # (absent, or a membership that gives no access) are the removals.
         p = plan(stored, answers, complete=True)

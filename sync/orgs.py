@@ -40,7 +40,6 @@ from sync.apply import (
     RunOutcome,
     apply_plan,
     finish_run,
-    load_stored_roster,
     lock_workspace,
     open_run,
 )
@@ -48,7 +47,7 @@ from sync.context import SyncContext, close_provider
 from sync.errors import AuthBroken, NotFound, ProviderError, RateLimited, TransientProviderError
 from sync.installations import discover_installation
 from sync.providers.base import Provider, ProviderMember, ProviderOrg
-from sync.roster import Plan, StoredMember, plan, plan_member, removal_held
+from sync.roster import Plan, plan, plan_member, removal_held
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
             details["renamed"] = {"from": old_login, "to": org.login}
         if ws.link_status != "ok":
             store.mark_link(s, ws, "ok", None, actor=actor)
-        stored = load_stored_roster(s, ws.id)
+        stored = store.roster(s, ws.id)
         p = plan(stored, listing, complete=True)
         del listing
         settled = _settled_since(s, ws.id, start_seq, actor, run_id)
@@ -331,7 +330,7 @@ def _confirm_removals(
     need no third read: a burst of removals costs one listing, not two.
     """
     with ctx.session() as s:
-        stored = load_stored_roster(s, workspace_id)
+        stored = store.roster(s, workspace_id)
     candidates = plan(stored, listing, complete=True).removals
     if not candidates:
         return set(), {}
@@ -471,7 +470,7 @@ def member_sync(
                                                    details={"reason": skip[0], "provider_user_id": uid}))
             return store.sync_run_to_dict(run)
         entry = s.get(RosterEntry, (ws.id, uid), populate_existing=True)
-        stored = StoredMember(uid, entry.login, entry.role) if entry is not None else None
+        stored = store.StoredMember(uid, entry.login, entry.role) if entry is not None else None
         p = plan_member(stored, uid, current)
         added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}")
         details = {

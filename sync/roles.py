@@ -5,6 +5,17 @@ from datetime import date
 
 from sync.providers.base import AccessRole
 
+# When one member is seen with two roles (GitHub lists admins and members
+# separately and paginates by offset; a user in several orgs of one login),
+# the higher wins: losing access for one sync is worse than keeping it.
+ROLE_RANK: dict[str, int] = {"admin": 3, "member": 2, "billing": 1}
+
+
+def outranks(role: str | None, held: str | None) -> bool:
+    """True when ``role`` gives more access than ``held``."""
+    return ROLE_RANK.get(role or "", 0) > ROLE_RANK.get(held or "", 0)
+
+
 GITLAB_MINIMAL_ACCESS = 5
 GITLAB_MAINTAINER = 40
 GITLAB_OWNER = 50

@@ -8,26 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from models.store import StoredMember
 from sync.providers.base import ProviderMember
-
-# When a member shows up twice in one listing (GitHub lists admins and members
-# separately and paginates by offset, so a member whose role changes mid-sync
-# can appear in both), the higher role wins: it is the one they held last or
-# are about to hold, and losing access for one sync is worse than keeping it.
-_RANK = {"admin": 3, "member": 2, "billing": 1}
+from sync.roles import outranks
 
 # Rosters smaller than this are never held: removing 3 of 4 members is normal
 # churn in a tiny org, not a sign of a broken listing.
 GUARD_MIN_ROSTER = 10
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMember:
-    """One roster entry as the store holds it."""
-
-    provider_user_id: int
-    login: str
-    role: str  # admin | member | billing
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +57,7 @@ def plan(
         if m.role is None:
             continue
         held = best.get(m.provider_user_id)
-        if held is None or _RANK.get(m.role, 0) > _RANK.get(held.role or "", 0):
+        if held is None or outranks(m.role, held.role):  # the higher role wins (sync.roles)
             best[m.provider_user_id] = m
 
     adds: list[StoredMember] = []

@@ -131,9 +131,9 @@ def seed(fa: FuzzApp) -> dict[str, str]:
         bob = store.create_user(s, "bob", identity=("github", 502, "bob"))
         gh = store.create_provider_workspace(s, "github", 38302899, "Octocoders", actor="operator",
                                              installation_id=1)
-        store.apply_roster_changes(s, gh, adds=[store.RosterRow(501, "alice", "admin"),
-                                                store.RosterRow(502, "bob", "member"),
-                                                store.RosterRow(503, "carol", "member")],
+        store.apply_roster_changes(s, gh, adds=[store.StoredMember(501, "alice", "admin"),
+                                                store.StoredMember(502, "bob", "member"),
+                                                store.StoredMember(503, "carol", "member")],
                                    actor="operator")
         gl = store.create_provider_workspace(s, "gitlab", 100, "acme", actor="operator")
         deliveries.record_delivery(s, "dlv-failed", "github", "organization", "member_added", "{}",

@@ -21,7 +21,7 @@ The number of cases each test ran is printed (straight to the terminal, even
 without ``-s``), by generation mode or signature validity and status. Example
 budgets scale with ORGSYNC_FUZZ_SCALE (default 1; halved on PostgreSQL).
 
-Bugs the fuzz found are pinned by the test_known_bug_* regression tests at
+Bugs the fuzz found are pinned by the test_regression_* regression tests at
 the end; their inputs are part of the random generation too.
 """
 from __future__ import annotations
@@ -322,7 +322,7 @@ def test_schemathesis_authenticated(
 
 # =========================================================================== 2. webhook fuzz
 
-# Inputs that once caused 500s (pinned by test_known_bug_*): "²" and "①" pass
+# Inputs that once caused 500s (pinned by test_regression_*): "²" and "①" pass
 # str.isdigit() but not int(); ids beyond BIGINT; NUL, which PostgreSQL refuses.
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -751,21 +751,21 @@ def _post_gitlab(fa: FuzzApp, payload: dict[str, Any], hook: str = "System Hook"
 
 
 @pytest.mark.parametrize("payload", list(GITHUB_BUG_PAYLOADS.values()), ids=list(GITHUB_BUG_PAYLOADS))
-def test_known_bug_github_unusable_ids(webhook_app: FuzzApp, payload: dict[str, Any]) -> None:
+def test_regression_github_unusable_ids(webhook_app: FuzzApp, payload: dict[str, Any]) -> None:
     before = webhook_app.snapshot()
     resp = _post_github(webhook_app, payload, "installation" if "installation" in payload else "organization")
     _check_outcome(webhook_app, resp, before, True, Tally(), "signed")
 
 
 @pytest.mark.parametrize("payload", list(GITLAB_BUG_PAYLOADS.values()), ids=list(GITLAB_BUG_PAYLOADS))
-def test_known_bug_gitlab_unusable_ids(webhook_app: FuzzApp, payload: dict[str, Any]) -> None:
+def test_regression_gitlab_unusable_ids(webhook_app: FuzzApp, payload: dict[str, Any]) -> None:
     before = webhook_app.snapshot()
     resp = _post_gitlab(webhook_app, payload)
     _check_outcome(webhook_app, resp, before, True, Tally(), "signed")
 
 
 @pytest.mark.parametrize("provider", ["github", "gitlab"])
-def test_known_bug_nul_in_action(webhook_app: FuzzApp, request: pytest.FixtureRequest, db_url: str,
+def test_regression_nul_in_action(webhook_app: FuzzApp, request: pytest.FixtureRequest, db_url: str,
                                  provider: str) -> None:
     before = webhook_app.snapshot()
     if provider == "github":
@@ -807,7 +807,7 @@ def _check_api_refusal(fa: FuzzApp, method: str, path: str, token: str, body: di
 
 
 @pytest.mark.parametrize("ref", ["github:²", "gitlab:①", "github:" + "9" * 20], ids=["sup2", "circled1", "20digits"])
-def test_known_bug_api_reference_not_a_usable_number(api_app: FuzzApp, ref: str) -> None:
+def test_regression_api_reference_not_a_usable_number(api_app: FuzzApp, ref: str) -> None:
     failures = []
     for method, path, token, body in _api_requests(ref, api_app):
         try:
@@ -817,7 +817,7 @@ def test_known_bug_api_reference_not_a_usable_number(api_app: FuzzApp, ref: str)
     assert not failures, failures
 
 
-def test_known_bug_api_nul_in_references(api_app: FuzzApp, request: pytest.FixtureRequest, db_url: str) -> None:
+def test_regression_api_nul_in_references(api_app: FuzzApp, request: pytest.FixtureRequest, db_url: str) -> None:
     cases = [*_api_requests("a\x00b", api_app),
              ("POST", f"/v1/admin/workspaces/{api_app.seeded['github_ws']}/transfer", ADMIN_TOKEN, {"to": "a\x00"}),
              ("POST", "/v1/admin/deliveries/a%00b/replay", ADMIN_TOKEN, None)]
@@ -830,13 +830,20 @@ def test_known_bug_api_nul_in_references(api_app: FuzzApp, request: pytest.Fixtu
     assert not failures, failures
 
 
-def test_known_bug_openapi_gitlab_event_header(webhook_app: FuzzApp) -> None:
-    """A request the document calls well formed must not be refused for the
-    header the document says is optional (either side may be fixed)."""
+def test_regression_openapi_gitlab_event_header_agrees_with_the_endpoint(webhook_app: FuzzApp) -> None:
+    """The document and the endpoint agree on X-Gitlab-Event: if the document
+    calls it required, a delivery without it is refused with 400 and changes
+    nothing; if it calls it optional, the same delivery is accepted."""
     doc = webhook_app.client.get("/openapi.json").get_json()
     params = doc["paths"]["/webhooks/gitlab"]["post"]["parameters"]
-    documented_required = any(p["name"] == "X-Gitlab-Event" and p.get("required") for p in params)
+    [event_header] = [p for p in params if p["name"] == "X-Gitlab-Event"]
     body = _json_bytes({"event_name": "user_add_to_group", "group_id": 100, "user_id": 1})
+    before = webhook_app.snapshot()
     resp = webhook_app.client.post("/webhooks/gitlab", data=body, headers={
         "Content-Type": "application/json", "X-Gitlab-Token": GITLAB_TOKEN, "Idempotency-Key": str(uuid.uuid4())})
-    assert documented_required or resp.status_code in (200, 202), resp.get_json()
+    if event_header.get("required"):
+        assert resp.status_code == 400, resp.get_json()
+        _check_error_shape(resp)
+        assert webhook_app.snapshot() == before
+    else:
+        assert resp.status_code in (200, 202), resp.get_json()

@@ -27,7 +27,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, cast
 
 import jwt
@@ -55,6 +54,7 @@ from sync.providers.base import (
     ProviderUser,
     RosterPage,
     TokenOrg,
+    parse_retry_after,
 )
 from sync.roles import github_role
 
@@ -706,25 +706,9 @@ class GitHubProvider:
             or Requester.isSecondaryRateLimitError(message)
             or resp.status == 429
         ):
-            reset_at = now + self._retry_after(retry_after, now)
+            reset_at = max(parse_retry_after(retry_after, now) or now + SECONDARY_DEFAULT_WAIT, now)
             log.info("github secondary rate limit until %s", reset_at.isoformat())
             raise RateLimited(reset_at, secondary=True)
-
-    @staticmethod
-    def _retry_after(value: str | None, now: datetime) -> timedelta:
-        if value is None:
-            return SECONDARY_DEFAULT_WAIT
-        value = value.strip()
-        if value.isascii() and value.isdigit():
-            # Capped at a day: a bogus huge value must not overflow timedelta.
-            return timedelta(seconds=min(int(value), 86400))
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return SECONDARY_DEFAULT_WAIT
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(when - now, timedelta(0))
 
     def _checked_next(self, url: str | None) -> str | None:
         """Follow a Link only to our own API: the installation token rides along."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,6 +40,7 @@ from sync.providers.base import (
     ProviderUser,
     RosterPage,
     TokenOrg,
+    parse_retry_after,
 )
 from sync.roles import gitlab_role
 
@@ -378,24 +378,10 @@ def _rate_limit_reset(headers: Mapping[str, str], now: datetime) -> tuple[dateti
     if reset_at is not None:
         # Never in the past, whatever the clock skew between us and GitLab.
         return max(reset_at, now), False
-    retry_at = _retry_after(headers.get("Retry-After"), now)
+    retry_at = parse_retry_after(headers.get("Retry-After"), now)
     if retry_at is not None:
         return max(retry_at, now), True
     return now + _DEFAULT_RATE_LIMIT_WAIT, True
-
-
-def _retry_after(value: str | None, now: datetime) -> datetime | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        # Capped at a day: a bogus huge value must not overflow timedelta.
-        return now + timedelta(seconds=min(int(value), 86400))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _next_page(response: requests.Response, page: int, count: int, per_page: int) -> int | None:

@@ -34,10 +34,10 @@ def test_member_entries_name_the_account_else_the_provider_id(db_url: str, provi
         alice, _ = store.get_or_create_user_for_identity(s, provider, 1, "alice", actor="test")
         alice_id = alice.id
         ws = store.create_provider_workspace(s, provider, 500, "acme", actor="test")
-        store.apply_roster_changes(s, ws, adds=[store.RosterRow(1, "alice", "member"),
-                                                store.RosterRow(2, "bob", "member")], actor="test")
-        store.apply_roster_changes(s, ws, role_changes=[(store.RosterRow(1, "alice", "admin"), "member"),
-                                                        (store.RosterRow(2, "bob", "admin"), "member")],
+        store.apply_roster_changes(s, ws, adds=[store.StoredMember(1, "alice", "member"),
+                                                store.StoredMember(2, "bob", "member")], actor="test")
+        store.apply_roster_changes(s, ws, role_changes=[(store.StoredMember(1, "alice", "admin"), "member"),
+                                                        (store.StoredMember(2, "bob", "admin"), "member")],
                                    actor="test")
         store.apply_roster_changes(s, ws, removals=[1, 2], actor="test")
     engine.dispose()

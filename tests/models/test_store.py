@@ -133,7 +133,7 @@ def test_ownership_transfer(session: Session) -> None:
     ws = store.create_provider_workspace(session, "github", 5, "org", actor="t", owner=owner)
     store.apply_roster_changes(
         session, ws, actor="sync:1",
-        adds=[store.RosterRow(1, "owner", "admin"), store.RosterRow(2, "admin", "admin")],
+        adds=[store.StoredMember(1, "owner", "admin"), store.StoredMember(2, "admin", "admin")],
     )
     with pytest.raises(InvalidTransfer, match="not a member"):
         store.transfer_ownership(session, ws, outsider)
@@ -150,10 +150,10 @@ def test_owner_leaving_hands_ownership_to_longest_standing_admin(session: Sessio
     _user(session, "late-admin", uid=3)
     early = _user(session, "early-admin", uid=2)
     ws = store.create_provider_workspace(session, "github", 5, "org", actor="t", owner=owner)
-    store.apply_roster_changes(session, ws, actor="s", adds=[store.RosterRow(1, "owner", "admin"),
-                                                             store.RosterRow(4, "no-account", "admin")])
-    store.apply_roster_changes(session, ws, actor="s", adds=[store.RosterRow(2, "early-admin", "admin")])
-    store.apply_roster_changes(session, ws, actor="s", adds=[store.RosterRow(3, "late-admin", "admin")])
+    store.apply_roster_changes(session, ws, actor="s", adds=[store.StoredMember(1, "owner", "admin"),
+                                                             store.StoredMember(4, "no-account", "admin")])
+    store.apply_roster_changes(session, ws, actor="s", adds=[store.StoredMember(2, "early-admin", "admin")])
+    store.apply_roster_changes(session, ws, actor="s", adds=[store.StoredMember(3, "late-admin", "admin")])
     store.apply_roster_changes(session, ws, actor="sync:9", removals=[1])
     assert ws.owner_id == early.id
     assert store.role_in(session, ws, owner) is None
@@ -166,8 +166,8 @@ def test_owner_leaving_hands_ownership_to_longest_standing_admin(session: Sessio
 def test_roster_member_without_account_gains_access_on_first_login(session: Session) -> None:
     owner = _user(session, "owner", uid=1)
     ws = store.create_provider_workspace(session, "github", 5, "org", actor="t", owner=owner)
-    store.apply_roster_changes(session, ws, actor="s", adds=[store.RosterRow(1, "owner", "admin"),
-                                                             store.RosterRow(77, "newbie", "member")])
+    store.apply_roster_changes(session, ws, actor="s", adds=[store.StoredMember(1, "owner", "admin"),
+                                                             store.StoredMember(77, "newbie", "member")])
     listed = {m["login"]: m for m in store.members(session, ws)}
     assert listed["newbie"]["user"] is None and listed["newbie"]["access"] is False
     newbie, _ = store.get_or_create_user_for_identity(session, "github", 77, "newbie", actor="login")
@@ -175,15 +175,15 @@ def test_roster_member_without_account_gains_access_on_first_login(session: Sess
     # Logins are labels: a renamed user keeps their access.
     store.get_or_create_user_for_identity(session, "github", 77, "newbie-renamed", actor="login")
     assert store.role_in(session, ws, newbie) == "member"
-    assert store.roster(session, ws)[77].login == "newbie-renamed"
+    assert store.roster(session, ws.id)[77].login == "newbie-renamed"
 
 
 def test_disconnect_ends_roster_access_owner_keeps_it_reconnect_restores(session: Session) -> None:
     owner = _user(session, "owner", "gitlab", uid=1)
     member = _user(session, "member", "gitlab", uid=2)
     ws = store.create_provider_workspace(session, "gitlab", 5, "grp", actor="t", owner=owner)
-    store.apply_roster_changes(session, ws, actor="s", adds=[store.RosterRow(1, "owner", "admin"),
-                                                             store.RosterRow(2, "member", "member")])
+    store.apply_roster_changes(session, ws, actor="s", adds=[store.StoredMember(1, "owner", "admin"),
+                                                             store.StoredMember(2, "member", "member")])
     assert store.role_in(session, ws, member) == "member"
     store.disconnect(session, ws, actor="webhook:d1", reason="group_destroy")
     assert store.role_in(session, ws, member) is None

@@ -5,9 +5,10 @@ from datetime import date
 
 import pytest
 
+from models.store import StoredMember
 from sync.providers.base import ProviderMember
 from sync.roles import github_role, gitlab_role
-from sync.roster import Plan, RoleChange, StoredMember, plan, plan_member, removal_held
+from sync.roster import Plan, RoleChange, plan, plan_member, removal_held
 
 S = StoredMember
 

@@ -169,7 +169,7 @@ class World:
             )
             if roster:
                 store.apply_roster_changes(
-                    s, ws, adds=[store.RosterRow(uid, lg, role) for uid, (lg, role) in roster.items()],
+                    s, ws, adds=[store.StoredMember(uid, lg, role) for uid, (lg, role) in roster.items()],
                     actor="operator",
                 )
             if status == "suspended":

@@ -92,10 +92,10 @@ def make_cast(world: World) -> Cast:
         for org_id, login in ((9001, "acme"), (9002, "gone")):
             ws = store.create_provider_workspace(s, "github", org_id, login, actor="test", owner=gho,
                                                  installation_id=org_id)
-            store.apply_roster_changes(s, ws, adds=[store.RosterRow(1, "gho", "admin"),
-                                                    store.RosterRow(2, "gha", "admin"),
-                                                    store.RosterRow(3, "ghm", "member"),
-                                                    store.RosterRow(4, "dev0", "member")], actor="test")
+            store.apply_roster_changes(s, ws, adds=[store.StoredMember(1, "gho", "admin"),
+                                                    store.StoredMember(2, "gha", "admin"),
+                                                    store.StoredMember(3, "ghm", "member"),
+                                                    store.StoredMember(4, "dev0", "member")], actor="test")
             ids[login] = ws.id
         store.disconnect(s, store.get_workspace(s, ids["gone"]), actor="test")
         ids["personal"] = store.find_workspace(s, "olivia").id

@@ -136,9 +136,9 @@ def test_same_name_at_github_and_gitlab_are_different_workspaces(world: World) -
         gh = store.create_provider_workspace(s, "github", 10, "same", actor="test", installation_id=1)
         gl = store.create_provider_workspace(s, "gitlab", 10, "same", actor="test")
         store.get_or_create_user_for_identity(s, "github", 77, "octo", actor="test")
-        store.apply_roster_changes(s, gh, adds=[store.RosterRow(77, "octo", "admin")], actor="test")
+        store.apply_roster_changes(s, gh, adds=[store.StoredMember(77, "octo", "admin")], actor="test")
         # The same numeric id at GitLab is another person.
-        store.apply_roster_changes(s, gl, adds=[store.RosterRow(77, "someone-else", "admin")], actor="test")
+        store.apply_roster_changes(s, gl, adds=[store.StoredMember(77, "someone-else", "admin")], actor="test")
         ids = (gh.id, gl.id)
     assert call(world, "GET", f"/v1/workspaces/{ids[0]}/access/octo").get_json()["role"] == "admin"
     assert call(world, "GET", f"/v1/workspaces/{ids[1]}/access/octo").get_json()["role"] is None

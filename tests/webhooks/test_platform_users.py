@@ -210,7 +210,7 @@ def _user_in(world: World, n: int, tag: str) -> None:
         org = store.create_provider_workspace(s, "github", hash(tag) % 10**6 + 5 * 10**6, f"{tag}-org",
                                               actor="test", installation_id=1)
         ident = user.identities[0]
-        store.apply_roster_changes(s, org, adds=[store.RosterRow(ident.provider_user_id, tag, "admin")],
+        store.apply_roster_changes(s, org, adds=[store.StoredMember(ident.provider_user_id, tag, "admin")],
                                    actor="test")
 
 

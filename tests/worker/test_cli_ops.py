@@ -69,8 +69,8 @@ def seeded(cli_env: dict[str, str], server: FakeProviderServer) -> dict[str, str
         u2, _ = store.get_or_create_user_for_identity(s, "github", 2, "user2", actor="test")
         ws = store.create_provider_workspace(s, "github", ORG_ID, "acme", actor="test", owner=u1,
                                              installation_id=INSTALLATION)
-        store.apply_roster_changes(s, ws, adds=[store.RosterRow(1, "user1", "admin"),
-                                                store.RosterRow(2, "user2", "member")], actor="test")
+        store.apply_roster_changes(s, ws, adds=[store.StoredMember(1, "user1", "admin"),
+                                                store.StoredMember(2, "user2", "member")], actor="test")
         ids = {"ws": ws.id, "u1": u1.id, "u2": u2.id}
     engine.dispose()
     return ids

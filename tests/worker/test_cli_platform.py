@@ -36,8 +36,8 @@ def db(tmp_path: Path) -> Iterator[str]:
         gho, _ = store.get_or_create_user_for_identity(s, "github", 1, "gho", actor="test")
         ws = store.create_provider_workspace(s, "github", 9001, "acme", actor="test", owner=gho,
                                              installation_id=5)
-        store.apply_roster_changes(s, ws, adds=[store.RosterRow(1, "gho", "admin"),
-                                                store.RosterRow(4, "dev0", "member")], actor="test")
+        store.apply_roster_changes(s, ws, adds=[store.StoredMember(1, "gho", "admin"),
+                                                store.StoredMember(4, "dev0", "member")], actor="test")
     rt.engine.dispose()
     yield url
 

@@ -195,7 +195,7 @@ def test_a_rate_limited_batch_is_deferred_to_the_reset_and_removes_nothing(env: 
         from models import store
 
         ws = store.get_workspace(s, env.workspace_id)
-        store.apply_roster_changes(s, ws, adds=[store.RosterRow(3, "user3", "member")], actor="test")
+        store.apply_roster_changes(s, ws, adds=[store.StoredMember(3, "user3", "member")], actor="test")
     env.server.github.remove_member(ORG_ID, 2)
     d = env.record_member_event(2, action="member_removed")
     reset = int(time.time()) + 600
@@ -347,7 +347,7 @@ def test_a_burst_of_removals_costs_one_listing_and_no_second_check(
         env.server.github.add_member(ORG_ID, uid, f"user{uid}", "member")
     with env.session() as s:
         ws = store.get_workspace(s, env.workspace_id)
-        store.apply_roster_changes(s, ws, adds=[store.RosterRow(u, f"user{u}", "member") for u in uids],
+        store.apply_roster_changes(s, ws, adds=[store.StoredMember(u, f"user{u}", "member") for u in uids],
                                    actor="test")
     leaving = uids[:12]  # 12 of 37: under the mass-removal guard
     for uid in leaving:
