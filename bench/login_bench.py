@@ -26,9 +26,9 @@ from demo.fakes.server import FakeProviderServer
 from models.base import Base, make_engine
 from models.config import Settings
 from models.tables import Counter
+from runtime.process import Runtime
 from sync.providers.github import GitHubProvider
 from webhooks.app import create_app
-from worker.runtime import Runtime
 
 SERVICE = "bench-service-token"
 USER_TOKEN = "gho_benchusertoken000000000000"

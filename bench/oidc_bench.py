@@ -29,8 +29,8 @@ from demo.fakes.issuer import GITHUB_ISSUER, FakeIssuer
 from models import store
 from models.base import Base, make_engine
 from models.config import Settings
+from runtime.process import Runtime
 from webhooks.app import create_app
-from worker.runtime import Runtime
 
 
 def main() -> None:

@@ -77,8 +77,8 @@ def statements(db_url: str) -> dict[str, dict[int, int]]:
     from sqlalchemy import event
 
     from models.config import Settings
+    from runtime.process import Runtime
     from webhooks.app import create_app
-    from worker.runtime import Runtime
 
     rt = Runtime(Settings(database_url=db_url, service_tokens=(TOKEN,)))
     client = create_app(runtime=rt).test_client()

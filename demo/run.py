@@ -32,7 +32,11 @@ from demo.fakes.github_server import FakeGitHub
 from demo.fakes.gitlab_server import DEFAULT_TOKEN, FakeGitLab
 from demo.fakes.issuer import FakeIssuer
 from demo.fakes.server import FakeProviderServer
+from models import store
 from models.config import Settings
+from sync.context import build_sync_context
+from sync.orgs import adopt_installation, full_sync
+from webhooks.signatures import github_headers
 
 APP_ID = "1"
 GITHUB_SECRET = "demo-github-secret"
@@ -165,9 +169,6 @@ def _seed(github: FakeGitHub, gitlab: FakeGitLab) -> None:
 def adopt_all(demo: Demo, session_factory: Any) -> list[str]:
     """Take on every seeded org and group and sync it fully, as if the app
     had just been installed (GitHub) and the group connected (GitLab)."""
-    from models import store
-    from sync.context import build_sync_context
-    from sync.orgs import adopt_installation, full_sync
 
     ctx = build_sync_context(demo.settings, session_factory)
     lines: list[str] = []
@@ -257,7 +258,6 @@ def _github_user(login: str) -> int:
 
 
 def _post_webhook(demo: Demo, event: str, payload: dict[str, Any]) -> tuple[int, Any]:
-    from webhooks.signatures import github_headers
 
     body = json.dumps(payload).encode()
     headers = github_headers(body, GITHUB_SECRET, event, str(uuid.uuid4()))

@@ -7,6 +7,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
+from models.base import make_engine
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -31,7 +33,6 @@ def upgrade_engine(engine: Engine, revision: str = "head") -> None:
 def current(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    from models.base import make_engine
 
     engine = make_engine(url)
     with engine.connect() as conn:

@@ -589,8 +589,12 @@ def mark_link(session: Session, ws: Workspace, link_status: str, error: str | No
     return True
 
 
+# A subscription plan's name (the one rule; the API checks bodies with it).
+PLAN_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def set_subscription(session: Session, ws: Workspace, plan: str | None, *, actor: str = "operator") -> None:
-    if plan is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", plan):
+    if plan is not None and not PLAN_NAME.fullmatch(plan):
         raise InvalidState("a plan name is 1-64 letters, digits, '.', '_' or '-'")
     if ws.subscription_plan == plan:
         return

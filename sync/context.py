@@ -17,6 +17,8 @@ from models.base import session_scope
 from models.config import Settings
 from models.tables import Workspace
 from sync.providers.base import Provider
+from sync.providers.github import GitHubProvider
+from sync.providers.gitlab import GitLabProvider
 
 # (provider name, GitHub installation id or None) -> a fresh adapter.
 ProviderFactory = Callable[[str, "int | None"], Provider]
@@ -46,7 +48,6 @@ def default_provider_factory(settings: Settings) -> ProviderFactory:
         # Imported here so that importing the sync engine does not pull in
         # PyGithub/python-gitlab for code paths that never talk to a provider.
         if name == "github":
-            from sync.providers.github import GitHubProvider
 
             return GitHubProvider(
                 settings.github_api_url,
@@ -55,7 +56,6 @@ def default_provider_factory(settings: Settings) -> ProviderFactory:
                 installation_id=installation_id,
             )
         if name == "gitlab":
-            from sync.providers.gitlab import GitLabProvider
 
             return GitLabProvider(settings.gitlab_url, settings.gitlab_token)
         raise ValueError(f"unknown provider {name!r}")

@@ -67,7 +67,7 @@ from models import installations as inst_store
 from models.errors import DeliveryNotFound, StoreError
 from models.ids import parse_id
 from models.tables import Activity, Delivery, RosterEntry, Workspace, utcnow
-from sync import installations
+from sync import installations, orgs
 from sync.apply import lock_workspace
 from sync.context import SyncContext
 from sync.errors import ProviderError, ProviderSaysGone, RateLimited, TransientProviderError
@@ -77,7 +77,7 @@ from sync.providers.base import ProviderOrg
 class Enqueuer(Protocol):
     """How event handling asks for more work without knowing about RQ.
 
-    The worker passes one backed by worker.queues (a full sync already queued
+    The worker passes one backed by runtime.queues (a full sync already queued
     for the workspace absorbs the new trigger); tests may pass a list."""
 
     def full_sync(self, workspace_id: str, trigger: str) -> None: ...
@@ -538,7 +538,6 @@ def _adopt(
     # becomes its owner; the sender of another event is whoever acted.
     installer = key == ("installation", "created") and found.installation_id == t.installation_id
     sender_id = _int(_dict(payload.get("sender")).get("id")) if installer else None
-    from sync import orgs  # the sync engine loads in the worker, not in the web view
 
     adopted = orgs.adopt_installation(
         ctx, found.installation_id, found.account_id, found.account_login or t.org_login, sender_id,
@@ -603,7 +602,6 @@ def _rename(ctx: SyncContext, ws_id: str, hinted: str | None, actor: str) -> boo
     re-read by its immutable id (a freed login can be taken by someone else,
     and renames can arrive out of order); the hint is used only when our
     credentials cannot read the org."""
-    from sync import orgs  # the sync engine loads in the worker, not in the web view
 
     with ctx.session() as s:
         before = store.get_workspace(s, ws_id).provider_org_login
@@ -618,7 +616,6 @@ def _member_sync(ctx: SyncContext, ws_id: str, uid: int, login: str | None, acto
         # Disconnected: roster access has ended anyway. Suspended: the
         # installation cannot read the org; the unsuspend full sync catches up.
         return {"result": "ignored", "reason": f"workspace is {status}", "workspace": ws_id}
-    from sync import orgs  # the sync engine loads in the worker, not in the web view
 
     result = orgs.member_sync(ctx, ws_id, uid, login or "", trigger=_trigger(actor))
     return {"result": "member_synced", "workspace": ws_id, "provider_user_id": uid,
@@ -687,7 +684,6 @@ def _gitlab_user_renamed(ctx: SyncContext, uid: int, new_login: str, actor: str)
     already be stale (renamed twice, hooks delivered out of order): re-read
     the member by immutable id in each group that lists them, and take the
     login GitLab gives now. Access, keyed by id, is re-read with it."""
-    from sync import orgs  # the sync engine loads in the worker, not in the web view
 
     with ctx.session() as s:
         workspace_ids = list(_gitlab_workspaces_with_member(s, uid))

@@ -50,7 +50,7 @@ HINT_CONTRADICTED = "hint.contradicted"
 
 
 class Enqueuer(Protocol):
-    """Queues a full sync, serialised and coalesced per org (worker.queues)."""
+    """Queues a full sync, serialised and coalesced per org (runtime.queues)."""
 
     def full_sync(self, workspace_id: str, trigger: str) -> None: ...
 

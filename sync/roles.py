@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
-from sync.providers.base import AccessRole
+# The access a provider membership gives in a workspace.
+AccessRole = Literal["admin", "member", "billing"]
 
 # When one member is seen with two roles (GitHub lists admins and members
 # separately and paginates by offset; a user in several orgs of one login),

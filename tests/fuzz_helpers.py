@@ -20,9 +20,9 @@ from sqlalchemy.engine import Engine
 from models import deliveries, managed, store, users
 from models.base import Base
 from models.config import Settings
+from runtime.process import Runtime
 from webhooks.app import create_app
 from webhooks.observability import METRICS_CACHE_PREFIX
-from worker.runtime import Runtime
 
 GITHUB_SECRET = "fuzz-github-secret"
 GITHUB_OTHER_SECRET = "fuzz-github-other-secret"

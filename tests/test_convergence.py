@@ -103,6 +103,7 @@ from models.tables import (
     Workspace,
     utcnow,
 )
+from runtime.process import Runtime
 from sync.context import SyncContext
 from sync.errors import RateLimited, TransientProviderError
 from sync.events import process_delivery
@@ -113,7 +114,6 @@ from sync.providers.gitlab import GitLabProvider
 from tests.conftest import need_corpus, need_postgres
 from tests.webhooks.conftest import APP_ID, GITHUB_SECRET, GITLAB_SECRET, World
 from webhooks.app import create_app
-from worker.runtime import Runtime
 
 # Small pages: a handful of members already spans several roster pages.
 PER_PAGE = 3

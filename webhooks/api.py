@@ -2,27 +2,23 @@
 
 Service token: ``GET /v1/workspaces/<ref>``, ``.../members``,
 ``.../activity``, ``GET /v1/changes``. Admin token: ``/v1/admin/*``.
-Operator actions are the same functions the CLI calls (worker.queues), so
+Operator actions are the same functions the CLI calls (runtime.queues), so
 both answer with the same objects. Every error is JSON; bad parameters are
 400, never a 5xx.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import redis
 from flask import Blueprint, Response, jsonify, request
 
-from models import deliveries, store, users
-from sync.context import build_sync_context
+from models import deliveries, store
+from runtime import operations
 from sync.errors import ProviderError, ProviderSaysGone, RateLimited, TransientProviderError
-from sync.installations import reconnect_workspace
 from webhooks.auth import require_token
 from webhooks.errors import ApiError
 from webhooks.services import services
-from worker import queues
-from worker.queues import RqEnqueuer
 
 bp = Blueprint("api", __name__)
 
@@ -31,7 +27,6 @@ MAX_LIMIT = 1000
 MAX_SEQ = 2**63 - 1
 # fullmatch, not match with "$": "$" also matches before a final newline, so
 # 64 characters and a newline passed and overflowed the 64-character column.
-PLAN_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_LIMIT = 100
 
 
@@ -133,7 +128,7 @@ def admin_resync() -> Any:
     rt = services()
     try:
         with rt.session() as s:
-            queued = queues.resync(s, rt.redis, target.strip(), force=force)
+            queued = operations.resync(s, rt.redis, target.strip(), force=force)
     except redis.RedisError as exc:
         raise _queue_error(exc) from None
     return _reply(202, {"queued": queued})
@@ -144,7 +139,7 @@ def admin_resync() -> Any:
 def admin_status() -> Any:
     rt = services()
     with rt.session() as s:
-        return jsonify(queues.status_report(s, rt.redis))
+        return jsonify(operations.status_report(s, rt.redis))
 
 
 @bp.get("/v1/admin/deliveries")
@@ -170,7 +165,7 @@ def admin_replay(delivery_id: str) -> Any:
     rt = services()
     try:
         with rt.session() as s:
-            result = queues.replay_delivery(s, rt.redis, delivery_id)
+            result = operations.replay_delivery(s, rt.redis, delivery_id)
     except redis.RedisError as exc:
         raise _queue_error(exc) from None
     return _reply(202, result)
@@ -184,18 +179,14 @@ def admin_transfer(ref: str) -> Any:
     if not isinstance(to, str) or not to.strip():
         raise ApiError(400, "invalid_request", 'The body needs "to": a user id or username.')
     with services().session() as s:
-        ws = store.find_workspace(s, ref)
-        store.transfer_ownership(s, ws, users.transfer_target(s, ws, to.strip()), actor="operator")
-        s.refresh(ws)  # the owner relationship was loaded before the change
-        return jsonify(store.workspace_to_dict(ws))
+        return jsonify(store.workspace_to_dict(operations.transfer(s, ref, to.strip())))
 
 
 @bp.post("/v1/admin/workspaces/<ref>/disconnect")
 @require_token("admin")
 def admin_disconnect(ref: str) -> Any:
     with services().session() as s:
-        ws = store.find_workspace(s, ref)
-        store.disconnect(s, ws, actor="operator", reason="operator")
+        ws, _changed = operations.disconnect(s, ref)
         return jsonify(store.workspace_to_dict(ws))
 
 
@@ -204,12 +195,8 @@ def admin_disconnect(ref: str) -> Any:
 def admin_reconnect(ref: str) -> Any:
     """Re-read the org; reconnect and queue a full sync only if the provider
     says it is back (409 and no change if it is still gone)."""
-    rt = services()
-    with rt.session() as s:
-        ws_id = store.find_workspace(s, ref).id
     try:
-        result = reconnect_workspace(build_sync_context(rt.settings, rt.session_factory), ws_id,
-                                     actor="operator", enqueue=RqEnqueuer(rt.redis, rt.session_factory))
+        result = operations.reconnect(services(), ref)
     except ProviderSaysGone as exc:
         raise ApiError(409, ProviderSaysGone.code, f"{exc}; nothing was changed.") from None
     except (RateLimited, TransientProviderError):
@@ -228,10 +215,8 @@ def admin_subscription(ref: str) -> Any:
     if "plan" not in body:
         raise ApiError(400, "invalid_request", 'The body needs "plan": a plan name or null.')
     plan = body["plan"]
-    if plan is not None and (not isinstance(plan, str) or not PLAN_RE.fullmatch(plan)):
+    if plan is not None and (not isinstance(plan, str) or not store.PLAN_NAME.fullmatch(plan)):
         raise ApiError(400, "invalid_request",
                        'The "plan" field must be null or a plan name (1-64 letters, digits, ".", "_", "-").')
     with services().session() as s:
-        ws = store.find_workspace(s, ref)
-        store.set_subscription(s, ws, plan, actor="operator")
-        return jsonify(store.workspace_to_dict(ws))
+        return jsonify(store.workspace_to_dict(operations.set_subscription(s, ref, plan)))

@@ -9,10 +9,11 @@ import redis as redis_lib
 from flask import Flask
 
 from models.config import ConfigError, Settings, load_settings
+from models.config_warnings import config_warnings
+from runtime.logs import configure_logging
+from runtime.process import Runtime
 from webhooks.errors import register_error_handlers
 from webhooks.limits import BodyReadDeadline, ExactLimitRequest
-from worker.logs import configure_logging
-from worker.runtime import Runtime
 
 # GitHub allows payloads up to 25 MiB (SPEC section 4).
 MAX_BODY = 25 * 1024 * 1024
@@ -42,7 +43,6 @@ def _settings_or_exit() -> Settings:
     except ConfigError as exc:
         print(f"orgsync: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(APP_LOAD_ERROR) from None
-    from models.config_warnings import config_warnings
 
     configure_logging()
     for line in config_warnings(settings):

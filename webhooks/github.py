@@ -28,11 +28,11 @@ from flask import Blueprint, Response, jsonify, request
 
 from models import deliveries, store
 from models.tables import Delivery
+from runtime.queues import wake
 from sync.triage import Intake, github_action, triage
 from webhooks.errors import ApiError
 from webhooks.services import services
 from webhooks.signatures import GITHUB_SIGNATURE_HEADER, SignatureError, verify_github
-from worker.queues import wake
 
 bp = Blueprint("webhooks_github", __name__)
 log = structlog.get_logger(__name__)

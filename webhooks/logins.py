@@ -10,13 +10,13 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from runtime.queues import RqEnqueuer
 from sync.context import build_sync_context
 from sync.errors import InvalidUserToken, ProviderError, RateLimited, TransientProviderError
 from sync.login import PROVIDERS, login_sync
 from webhooks.auth import require_token
 from webhooks.errors import ApiError
 from webhooks.services import services
-from worker.queues import RqEnqueuer
 
 bp = Blueprint("logins", __name__)
 

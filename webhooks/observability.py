@@ -38,12 +38,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from models import queries
+from runtime.process import Runtime
+from runtime.queues import queue_depths
 from webhooks import platform_openapi
 from webhooks.errors import ApiError
 from webhooks.oidc import REPLAYS_COUNTER
 from webhooks.services import services
 from webhooks.signatures import token_matches
-from worker.runtime import Runtime
 
 bp = Blueprint("observability", __name__)
 log = logging.getLogger(__name__)
@@ -189,7 +190,6 @@ class OrgsyncCollector(Collector):
                                 value=snap["held"])
 
     def _redis(self) -> Iterator[Metric]:
-        from worker.queues import queue_depths
 
         depths = queue_depths(self.runtime.redis)
         g = GaugeMetricFamily("orgsync_queue_jobs", "RQ jobs per queue and state", labels=["queue", "state"])

@@ -32,7 +32,9 @@ import redis as redis_lib
 import requests
 from jwt.algorithms import RSAAlgorithm
 
+from models import store
 from models.config import issuer_instance
+from models.errors import WorkspaceNotFound
 from models.ids import parse_id
 from sync.errors import NotFound, ProviderError
 from sync.providers.base import ProviderOrg
@@ -735,7 +737,6 @@ def find_tenant(
     deletion and can be claimed by anyone, so a name match with an id
     mismatch is someone else's account (the account-name reuse attack).
     """
-    from models import store
 
     owner_id = verified.owner_id
     if verified.provider == "github":
@@ -782,7 +783,6 @@ def record_refusal(
 ) -> bool:
     """Log a refusal that happened after the token verified (a replay) on its
     owner's workspace, if there is one. Returns whether an entry was made."""
-    from models import store
 
     workspace = find_tenant(session, verified, resolver, redis)
     if workspace is None:
@@ -812,8 +812,6 @@ def resolve_tenant(
     workspace is logged to its activity (flushed, not committed: the caller
     commits, refusals included).
     """
-    from models import store
-    from models.errors import WorkspaceNotFound
 
     workspace = find_tenant(session, verified, resolver, redis)
     if workspace is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from worker.runtime import Runtime
+from runtime.process import Runtime
 
 
 def services() -> Runtime:

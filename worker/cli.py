@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from models.config import ConfigError, Settings, load_settings
+from runtime.process import Runtime, set_runtime
 from worker.cli_platform import WORKSPACE_COMMANDS, users_group
-from worker.runtime import Runtime, set_runtime
 
 
 class _Ctx:
@@ -136,7 +136,7 @@ def main(ctx: click.Context, log_format: str | None) -> None:
     """orgsync: keep workspaces in step with GitHub orgs and GitLab groups."""
     import os
 
-    from worker.logs import configure_logging
+    from runtime.logs import configure_logging
 
     ctx.ensure_object(_Ctx)
     if log_format is not None:
@@ -278,9 +278,9 @@ def dev(ctx: _Ctx, host: str, port: int, demo: bool) -> None:
     from werkzeug.serving import make_server
 
     from models.migrate import upgrade
+    from runtime.logs import configure_logging
+    from runtime.queues import all_queues
     from webhooks.app import create_app
-    from worker.logs import configure_logging
-    from worker.queues import all_queues
 
     configure_logging(force=True)
     ctx.may_create_database = True
@@ -505,14 +505,12 @@ def _store_call(fn: Callable[[], Any]) -> Any:
 @pass_ctx
 def workspaces_transfer(ctx: _Ctx, ref: str, to: str, as_json: bool) -> None:
     """Transfer a workspace's ownership (and billing) to another member."""
-    from models import store, users
+    from models import store
+    from runtime import operations
 
     def act() -> dict[str, Any]:
         with ctx.runtime.session() as s:
-            ws = store.find_workspace(s, ref)
-            store.transfer_ownership(s, ws, users.transfer_target(s, ws, to), actor="operator")
-            s.refresh(ws)  # the owner relationship was loaded before the change
-            return store.workspace_to_dict(ws)
+            return store.workspace_to_dict(operations.transfer(s, ref, to))
 
     data = _store_call(act)
     emit(data, as_json, lambda w: click.echo(f"{w['name']} is now owned by {w['owner']['username']}"))
@@ -525,11 +523,11 @@ def workspaces_transfer(ctx: _Ctx, ref: str, to: str, as_json: bool) -> None:
 def workspaces_disconnect(ctx: _Ctx, ref: str, as_json: bool) -> None:
     """Disconnect a provider workspace (roster access ends; the owner keeps access)."""
     from models import store
+    from runtime import operations
 
     def act() -> tuple[dict[str, Any], bool]:
         with ctx.runtime.session() as s:
-            ws = store.find_workspace(s, ref)
-            changed = store.disconnect(s, ws, actor="operator", reason="operator")
+            ws, changed = operations.disconnect(s, ref)
             return store.workspace_to_dict(ws), changed
 
     data, changed = _store_call(act)
@@ -545,19 +543,14 @@ def workspaces_reconnect(ctx: _Ctx, ref: str, as_json: bool) -> None:
     """Reconnect a disconnected provider workspace once the provider confirms
     its org is back (app installed, group readable), then fully sync it."""
     from models import store
-    from sync.context import build_sync_context
+    from runtime import operations
     from sync.errors import ProviderError, ProviderSaysGone, TransientProviderError
-    from sync.installations import reconnect_workspace
-    from worker.queues import RqEnqueuer
 
     rt = ctx.runtime
 
     def act() -> dict[str, Any]:
-        with rt.session() as s:
-            ws_id = store.find_workspace(s, ref).id
         try:
-            return reconnect_workspace(build_sync_context(rt.settings, rt.session_factory), ws_id,
-                                       actor="operator", enqueue=RqEnqueuer(rt.redis, rt.session_factory))
+            return operations.reconnect(rt, ref)
         except ProviderSaysGone as exc:
             fail(f"{exc}; nothing was changed")
         except TransientProviderError:
@@ -594,11 +587,11 @@ def workspaces_subscription(ctx: _Ctx, ref: str, plan: str | None, no_plan: bool
     if (plan is None) == (not no_plan):
         fail("give exactly one of --plan NAME or --none")
 
+    from runtime import operations
+
     def act() -> dict[str, Any]:
         with ctx.runtime.session() as s:
-            ws = store.find_workspace(s, ref)
-            store.set_subscription(s, ws, None if no_plan else plan, actor="operator")
-            return store.workspace_to_dict(ws)
+            return store.workspace_to_dict(operations.set_subscription(s, ref, None if no_plan else plan))
 
     data = _store_call(act)
     emit(data, as_json, lambda w: click.echo(f"{w['name']}: subscription {w['subscription'] or 'none'}"))
@@ -772,7 +765,7 @@ def _describe_run(run: dict[str, Any]) -> str:
 def resync(ctx: _Ctx, ref: str | None, all_: bool, wait: bool, force: bool, timeout: int, as_json: bool) -> None:
     """Queue a full sync of one workspace (REF) or of all (--all)."""
     from models import queries
-    from worker import queues
+    from runtime import operations
 
     if bool(ref) == all_:
         fail("give a workspace reference or --all")
@@ -781,7 +774,7 @@ def resync(ctx: _Ctx, ref: str | None, all_: bool, wait: bool, force: bool, time
     def act() -> tuple[list[dict[str, Any]], int]:
         with rt.session() as s:
             before = queries.max_sync_run_id(s)
-            return queues.resync(s, rt.redis, "all" if all_ else str(ref), force=force), before
+            return operations.resync(s, rt.redis, "all" if all_ else str(ref), force=force), before
 
     queued, before = _store_call(act)
     say = _progress(as_json)
@@ -814,7 +807,7 @@ def resync(ctx: _Ctx, ref: str | None, all_: bool, wait: bool, force: bool, time
 @pass_ctx
 def status(ctx: _Ctx, as_json: bool) -> None:
     """Provider workspaces and their last sync, held syncs, deliveries, queues."""
-    from worker.queues import status_report
+    from runtime.operations import status_report
 
     rt = ctx.runtime
     # The embedded stand-in lives inside `orgsync dev`; this process's own
@@ -901,7 +894,7 @@ def deliveries_list(ctx: _Ctx, failed: bool, status_: str | None, provider: str 
 def deliveries_replay(ctx: _Ctx, delivery_id: str, as_json: bool) -> None:
     """Queue a failed (or stuck) delivery again."""
     from models import deliveries as dstore
-    from worker.queues import replay_delivery
+    from runtime.operations import replay_delivery
 
     rt = ctx.runtime
 
@@ -1022,9 +1015,9 @@ def worker_cmd(ctx: _Ctx, queue_names: tuple[str, ...], burst: bool, fork: bool,
     import redis as redis_lib
     from rq import SimpleWorker
 
+    from runtime.logs import configure_logging, get_logger
+    from runtime.queues import QUEUE_NAMES, get_queue
     from worker.jobs import OrgsyncWorker, warm_up
-    from worker.logs import configure_logging, get_logger
-    from worker.queues import QUEUE_NAMES, get_queue
 
     configure_logging(force=True)
     log = get_logger("orgsync.worker")
@@ -1075,8 +1068,8 @@ def cron_cmd(ctx: _Ctx) -> None:
 
     import redis as redis_lib
 
+    from runtime.logs import configure_logging, get_logger
     from worker.cron import build_cron
-    from worker.logs import configure_logging, get_logger
 
     configure_logging(force=True)
     log = get_logger("orgsync.cron")

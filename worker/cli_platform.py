@@ -16,7 +16,7 @@ import sqlalchemy.exc
 
 from models import managed, store, users
 from models.errors import StoreError
-from worker.runtime import Runtime
+from runtime.process import Runtime
 
 T = TypeVar("T")
 

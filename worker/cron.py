@@ -25,16 +25,16 @@ it. sha256 and not ``hash()``: Python salts ``hash`` per process.
 """
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Iterator
-
 import redis
 from rq.cron import CronJob, CronScheduler
 
 from models.config import Settings
 from sync.installations import RECONCILE_EVERY as RECONCILE_PERIOD
+from worker import jobs
+from worker.schedule import RESYNC_TICK, resync_jitter, resync_offset, resync_slots
 
-RESYNC_TICK = 60
+__all__ = ["RESYNC_TICK", "build_cron", "register_jobs", "resync_jitter", "resync_offset", "resync_slots"]
+
 # Retries (first after 5 s) and deferrals fire at the next sweep: half a minute
 # keeps a retried delivery well within a minute, for one indexed query.
 SWEEP_EVERY = 30
@@ -45,32 +45,7 @@ PRUNE_SYNC_RUNS_CRON = "47 3 * * *"
 _JOB_OPTIONS = {"result_ttl": 300, "failure_ttl": 86400}
 
 
-def resync_offset(workspace_id: str, interval: int) -> int:
-    """The workspace's fixed slot within the resync interval (seconds)."""
-    digest = hashlib.sha256(workspace_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") % interval
-
-
-def resync_jitter(interval: int) -> float:
-    """Random delay added to each slot: up to 1% of the interval, at most 60 s."""
-    return float(min(60, max(1, interval // 100)))
-
-
-def resync_slots(workspace_ids: Iterable[str], interval: int, start: float, end: float
-                 ) -> Iterator[tuple[str, float]]:
-    """(workspace id, slot time) for every slot in [start, end) (Unix times)."""
-    for workspace_id in workspace_ids:
-        offset = resync_offset(workspace_id, interval)
-        first = start + ((offset - start) % interval)
-        slot = first
-        while slot < end:
-            yield workspace_id, slot
-            slot += interval
-
-
 def register_jobs(scheduler: CronScheduler, settings: Settings) -> list[CronJob]:
-    from worker import jobs
-
     tick = min(RESYNC_TICK, settings.resync_interval)
     return [
         scheduler.register(jobs.schedule_resyncs, "default", interval=tick, job_timeout=300,

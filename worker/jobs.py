@@ -39,12 +39,13 @@ from models import deliveries as dstore
 from models import lanes as lane_store
 from models import queries, retention, store
 from models.tables import SyncRun, utcnow
+from runtime.logs import get_logger, log_context
+from runtime.process import Runtime, get_runtime
+from runtime.queues import RqEnqueuer, RqWaker, all_queues, clear_wake, wake
 from sync import batch, installations
 from sync.context import SyncContext, build_sync_context
 from sync.errors import RateLimited
-from worker.logs import get_logger, log_context
-from worker.queues import RqEnqueuer, RqWaker, all_queues, clear_wake, wake
-from worker.runtime import Runtime, get_runtime
+from worker.schedule import RESYNC_TICK, resync_jitter, resync_slots
 
 log = get_logger("orgsync.jobs")
 
@@ -165,8 +166,6 @@ def schedule_resyncs(now: float | None = None) -> int:
     coming window (worker/cron.py spreads the slots over the interval).
     The due times live in the database; the sweep wakes each lane when its
     slot comes. Returns how many were scheduled."""
-    from worker.cron import RESYNC_TICK, resync_jitter, resync_slots
-
     rt = get_runtime()
     conn = rt.redis
     interval = rt.settings.resync_interval

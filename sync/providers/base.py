@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol, runtime_checkable
 
+from sync.roles import AccessRole
+
 ProviderName = Literal["github", "gitlab"]
-# Roles a provider membership maps to; None = the membership gives no access
-# (GitHub pending invitation, GitLab minimal access or expired membership).
-AccessRole = Literal["admin", "member", "billing"]
+# A member's role is an AccessRole (sync.roles); None = the membership gives no
+# access (GitHub pending invitation, GitLab minimal access or expired membership).
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,12 @@ from models import store
 from models.base import Base
 from models.config import Settings
 from models.tables import Activity, RosterEntry, User, Workspace
+from runtime.process import Runtime
 from sync.context import SyncContext, build_sync_context
 from sync.errors import InvalidUserToken
 from sync.login import login_sync
 from sync.orgs import full_sync
 from webhooks.app import create_app
-from worker.runtime import Runtime
 
 SERVICE = "svc-token-for-tests"
 APP_ID = "4242"

@@ -24,9 +24,9 @@ from demo.fakes.server import FakeProviderServer
 from models import lanes, store
 from models.config import Settings
 from models.tables import Activity, Delivery, RosterEntry, SyncRun, WorkLane, Workspace
+from runtime.process import Runtime, set_runtime
 from webhooks.app import create_app
 from webhooks.signatures import github_headers, gitlab_headers
-from worker.runtime import Runtime, set_runtime
 
 GITHUB_SECRET = "gh-webhook-secret-current"
 GITHUB_OLD_SECRET = "gh-webhook-secret-previous"

@@ -20,6 +20,7 @@ from werkzeug.wrappers import Request
 
 from models import deliveries
 from models.base import make_engine
+from runtime.process import Runtime
 from tests.webhooks.conftest import (
     GITHUB_OLD_SECRET,
     GITHUB_SECRET,
@@ -31,7 +32,6 @@ from tests.webhooks.conftest import (
 from webhooks.app import MAX_BODY, create_app
 from webhooks.signatures import github_headers, gitlab_headers, sign_github, sign_standard
 from worker.jobs import sweep
-from worker.runtime import Runtime
 
 ORG_ID, ORG_LOGIN = 38302899, "Octocoders"
 ORG: dict[str, Any] = {"id": ORG_ID, "login": ORG_LOGIN}

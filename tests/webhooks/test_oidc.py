@@ -27,6 +27,7 @@ from demo.fakes.issuer import DROP, GITHUB_ISSUER, GITLAB_ISSUER, FakeIssuer, b6
 from models import store
 from models.base import Base
 from models.config import ConfigError, Settings, load_settings
+from runtime.process import Runtime
 from sync.errors import NotFound, TransientProviderError
 from sync.providers.base import ProviderOrg
 from webhooks.app import create_app
@@ -39,7 +40,6 @@ from webhooks.oidc import (
     TokenReplayed,
 )
 from webhooks.oidc_api import RESOLVER_EXTENSION
-from worker.runtime import Runtime
 
 RESOLVE = "/v1/oidc/resolve"
 

@@ -22,10 +22,10 @@ from demo.fakes.server import FakeProviderServer
 from models import deliveries, store
 from models.base import make_engine
 from models.config import Settings
+from runtime.process import Runtime, set_runtime
+from runtime.queues import all_queues
 from tests.conftest import _create_all
 from worker import jobs
-from worker.queues import all_queues
-from worker.runtime import Runtime, set_runtime
 
 APP_ID = "4242"
 ORG_ID, INSTALLATION = 9001, 77

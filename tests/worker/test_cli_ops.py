@@ -21,6 +21,7 @@ from demo.fakes.server import FakeProviderServer
 from models import deliveries, store
 from models.base import make_engine
 from models.migrate import upgrade
+from runtime.process import Runtime, embedded_redis, set_runtime
 from tests.worker.conftest import (
     ADMIN_TOKEN,
     APP_ID,
@@ -32,7 +33,6 @@ from tests.worker.conftest import (
 from webhooks.app import create_app
 from worker import jobs
 from worker.cli import main
-from worker.runtime import Runtime, embedded_redis, set_runtime
 
 ORGSYNC = Path(sys.executable).with_name("orgsync")
 
@@ -230,8 +230,8 @@ def test_resync_wait_follows_the_job_on_real_redis(cli_env: dict[str, str], seed
     process) runs the sync; the command reports the result and exits."""
     from rq import SimpleWorker
 
+    from runtime.queues import all_queues
     from tests.conftest import REDIS_URL
-    from worker.queues import all_queues
 
     env = {**os.environ, **cli_env, "REDIS_URL": REDIS_URL}
     settings = make_settings(cli_env["DATABASE_URL"], server, cli_env["GITHUB_APP_PRIVATE_KEY"],

@@ -18,8 +18,8 @@ import pytest
 from models import store, users
 from models.config import Settings
 from models.migrate import upgrade
+from runtime.process import Runtime
 from webhooks.app import create_app
-from worker.runtime import Runtime
 
 ORGSYNC = Path(sys.executable).with_name("orgsync")
 SERVICE = "cli-platform-service"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.logs import REDACTED, configure_logging, get_logger, log_context
+from runtime.logs import REDACTED, configure_logging, get_logger, log_context
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ class _Terminal(io.StringIO):
 ])
 def test_log_format_is_text_on_a_terminal_and_json_otherwise(
         monkeypatch: pytest.MonkeyPatch, requested: str | None, env: str | None, tty: bool, expected: str) -> None:
-    from worker.logs import log_format
+    from runtime.logs import log_format
 
     if env is None:
         monkeypatch.delenv("ORGSYNC_LOG_FORMAT", raising=False)

@@ -18,10 +18,11 @@ from sqlalchemy import select, update
 
 from models import deliveries, lanes
 from models.tables import Delivery, SyncRun, WorkLane, utcnow
+from runtime import operations, queues
 from sync import batch
 from sync.context import build_sync_context
 from tests.worker.conftest import ORG_ID, Env
-from worker import jobs, queues
+from worker import jobs
 
 LANE = f"github:{ORG_ID}"
 
@@ -180,7 +181,7 @@ def test_a_delivery_that_keeps_failing_is_marked_failed_and_can_be_replayed(env:
     assert jobs.sweep()["woken"] == 0  # failed is finished for the sweep
     env.server.github.clear_faults()
     with env.session() as s:
-        result = queues.replay_delivery(s, env.redis, d)
+        result = operations.replay_delivery(s, env.redis, d)
     assert result["status"] == "queued"
     env.drain()
     assert _statuses(env, [d]) == [("processed", 1)]
@@ -283,8 +284,8 @@ def test_two_workers_draining_one_org_never_apply_a_hint_twice(env_all_db: Env) 
 def test_resync_requests_coalesce_and_a_trigger_during_a_sync_gets_one_more(env: Env) -> None:
     env.add_org(members=3)
     with env.session() as s:
-        queues.resync(s, env.redis, "acme")
-        queues.resync(s, env.redis, "acme", force=True)
+        operations.resync(s, env.redis, "acme")
+        operations.resync(s, env.redis, "acme", force=True)
     with env.session() as s:
         lane = lanes.get(s, LANE)
         # Joined: one owed full sync on the lane, forced by the second trigger.

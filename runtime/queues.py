@@ -23,6 +23,8 @@ import redis
 from rq import Queue
 
 from models import lanes as lane_store
+from models import store
+from models.base import session_scope
 from models.lanes import lane_of_workspace
 
 # Priority order: a worker drains webhooks first.
@@ -117,9 +119,6 @@ class RqEnqueuer:
         self.session_factory = session_factory
 
     def full_sync(self, workspace_id: str, trigger: str) -> None:
-        from models import store
-        from models.base import session_scope
-
         with session_scope(self.session_factory) as s:
             ws = store.get_workspace(s, workspace_id)
             lane = lane_of_workspace(ws)
@@ -159,104 +158,3 @@ def queue_depths(connection: redis.Redis) -> dict[str, dict[str, int]]:
             "failed": q.failed_job_registry.count,
         }
     return out
-
-
-# --------------------------------------------------------------------------- operator actions
-# Shared by the admin API (webhooks/api.py) and the CLI (worker/cli.py), so
-# both answer with the same objects.
-
-
-def resync(session: Any, connection: redis.Redis | None, target: str, *, force: bool = False,
-           trigger: str = "operator") -> list[dict[str, str | None]]:
-    """Owe full syncs: ``target`` is a workspace reference or ``"all"`` (every
-    active provider workspace). Returns [{"workspace", "job"}]; "job" is the
-    lane's wake-up (None when Redis could not be reached: the sweep wakes it)."""
-    from models import queries, store
-    from models.errors import InvalidState
-
-    if target == "all":
-        targets = [store.get_workspace(session, ws_id) for ws_id in queries.resyncable_workspace_ids(session)]
-    else:
-        ws = store.find_workspace(session, target)
-        if ws.kind != "provider":
-            raise InvalidState(f"workspace {ws.name!r} is a {ws.kind} workspace; only provider workspaces sync")
-        if ws.status == "disconnected":
-            raise InvalidState(f"workspace {ws.name!r} is disconnected; it syncs again once reconnected")
-        targets = [ws]
-    for ws in targets:
-        lane_store.request_full_sync(session, lane_of_workspace(ws), trigger=trigger, force=force)
-    session.commit()  # the requests must be visible before any drain looks
-    out: list[dict[str, str | None]] = []
-    for ws in targets:
-        lane = lane_of_workspace(ws)
-        job: str | None = None
-        if connection is not None:
-            try:
-                # An operator's resync always rings: a pending flag whose job
-                # was lost would otherwise hold it back until the sweep.
-                job = wake(connection, lane, queue="sync", force=True)
-            except redis.RedisError:
-                job = None
-        out.append({"workspace": ws.id, "job": job})
-    return out
-
-
-def replay_delivery(session: Any, connection: redis.Redis | None, delivery_id: str) -> dict[str, Any]:
-    """Make a failed (or stuck) delivery due now and wake its lane;
-    processed and ignored ones are finished and are not replayed."""
-    from models import deliveries
-
-    lane = deliveries.replay(session, delivery_id)
-    session.commit()
-    job: str | None = None
-    if connection is not None:
-        try:
-            job = wake(connection, lane, force=True)
-        except redis.RedisError:
-            job = None
-    return {"delivery": delivery_id, "status": "queued" if job else "received", "job": job}
-
-
-def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any]:
-    """What operators look at: provider workspaces with their last full
-    sync, held syncs, deliveries pending and failed, queue depths."""
-    from models import deliveries, queries, store
-    from models.tables import as_utc
-
-    runs = queries.last_full_runs(session)
-    workspaces = []
-    held = []
-    for ws in queries.provider_workspaces(session):
-        run = runs.get(ws.id)
-        last = store.sync_run_to_dict(run) if run is not None else None
-        if last is not None:
-            last["at"] = last["finished_at"] or last["started_at"]
-        checked = as_utc(ws.installation_checked_at)
-        item = {**store.workspace_to_dict(ws), "link_error": ws.link_error, "last_sync": last,
-                "installation_id": ws.installation_id,
-                "installation_checked_at": checked.isoformat() if checked else None}
-        workspaces.append(item)
-        if run is not None and run.result == "held":
-            held.append({"workspace": ws.id, "name": ws.name, "run": run.id, "reason": run.error})
-    counts = queries.delivery_status_counts(session)
-    report: dict[str, Any] = {
-        "workspaces": workspaces,
-        "held": held,
-        "deliveries": {
-            "pending": sum(counts.get(s, 0) for s in deliveries.PENDING),
-            "failed": counts.get(deliveries.FAILED, 0),
-            "deferred": counts.get(deliveries.DEFERRED, 0),
-            "retrying": counts.get(deliveries.RETRYING, 0),
-            "by_status": counts,
-        },
-        # Full syncs owed (due times on the orgs' lanes, a retry's or a rate
-        # limit's included): what the database says is still to do.
-        "full_syncs_owed": lane_store.count_owed_full_syncs(session),
-        "queues": None,
-    }
-    if connection is not None:
-        try:
-            report["queues"] = queue_depths(connection)
-        except redis.RedisError as exc:
-            report["queues_error"] = f"redis unreachable: {type(exc).__name__}"
-    return report

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from functools import cached_property
 
 import redis
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -79,7 +80,6 @@ class Runtime:
         return self.settings.redis_url is None
 
     def check_database(self) -> str | None:
-        from sqlalchemy import text
 
         try:
             with self.engine.connect() as conn:

@@ -1,0 +1,142 @@
+"""Operator actions, one place each, shared by the admin API
+(webhooks/api.py) and the CLI (worker/cli.py): both answer with the same
+objects and neither writes the rule again.
+
+Each takes a session and, where work must be woken, the Redis connection
+(None in the embedded default or when Redis is down: the work is recorded in
+the database and the sweep wakes it).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from models import deliveries, queries, store, users
+from models import lanes as lane_store
+from models.errors import InvalidState
+from models.lanes import lane_of_workspace
+from models.tables import Workspace, as_utc
+from runtime.queues import RqEnqueuer, queue_depths, wake
+from sync.context import build_sync_context
+from sync.installations import reconnect_workspace
+
+
+def resync(session: Any, connection: redis.Redis | None, target: str, *, force: bool = False,
+           trigger: str = "operator") -> list[dict[str, str | None]]:
+    """Owe full syncs: ``target`` is a workspace reference or ``"all"`` (every
+    active provider workspace). Returns [{"workspace", "job"}]; "job" is the
+    lane's wake-up (None when Redis could not be reached: the sweep wakes it)."""
+    if target == "all":
+        targets = [store.get_workspace(session, ws_id) for ws_id in queries.resyncable_workspace_ids(session)]
+    else:
+        ws = store.find_workspace(session, target)
+        if ws.kind != "provider":
+            raise InvalidState(f"workspace {ws.name!r} is a {ws.kind} workspace; only provider workspaces sync")
+        if ws.status == "disconnected":
+            raise InvalidState(f"workspace {ws.name!r} is disconnected; it syncs again once reconnected")
+        targets = [ws]
+    for ws in targets:
+        lane_store.request_full_sync(session, lane_of_workspace(ws), trigger=trigger, force=force)
+    session.commit()  # the requests must be visible before any drain looks
+    out: list[dict[str, str | None]] = []
+    for ws in targets:
+        lane = lane_of_workspace(ws)
+        job: str | None = None
+        if connection is not None:
+            try:
+                # An operator's resync always rings: a pending flag whose job
+                # was lost would otherwise hold it back until the sweep.
+                job = wake(connection, lane, queue="sync", force=True)
+            except redis.RedisError:
+                job = None
+        out.append({"workspace": ws.id, "job": job})
+    return out
+
+
+def replay_delivery(session: Any, connection: redis.Redis | None, delivery_id: str) -> dict[str, Any]:
+    """Make a failed (or stuck) delivery due now and wake its lane;
+    processed and ignored ones are finished and are not replayed."""
+    lane = deliveries.replay(session, delivery_id)
+    session.commit()
+    job: str | None = None
+    if connection is not None:
+        try:
+            job = wake(connection, lane, force=True)
+        except redis.RedisError:
+            job = None
+    return {"delivery": delivery_id, "status": "queued" if job else "received", "job": job}
+
+
+def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any]:
+    """What operators look at: provider workspaces with their last full
+    sync, held syncs, deliveries pending and failed, queue depths."""
+    runs = queries.last_full_runs(session)
+    workspaces = []
+    held = []
+    for ws in queries.provider_workspaces(session):
+        run = runs.get(ws.id)
+        last = store.sync_run_to_dict(run) if run is not None else None
+        if last is not None:
+            last["at"] = last["finished_at"] or last["started_at"]
+        checked = as_utc(ws.installation_checked_at)
+        item = {**store.workspace_to_dict(ws), "link_error": ws.link_error, "last_sync": last,
+                "installation_id": ws.installation_id,
+                "installation_checked_at": checked.isoformat() if checked else None}
+        workspaces.append(item)
+        if run is not None and run.result == "held":
+            held.append({"workspace": ws.id, "name": ws.name, "run": run.id, "reason": run.error})
+    counts = queries.delivery_status_counts(session)
+    report: dict[str, Any] = {
+        "workspaces": workspaces,
+        "held": held,
+        "deliveries": {
+            "pending": sum(counts.get(s, 0) for s in deliveries.PENDING),
+            "failed": counts.get(deliveries.FAILED, 0),
+            "deferred": counts.get(deliveries.DEFERRED, 0),
+            "retrying": counts.get(deliveries.RETRYING, 0),
+            "by_status": counts,
+        },
+        # Full syncs owed (due times on the orgs' lanes, a retry's or a rate
+        # limit's included): what the database says is still to do.
+        "full_syncs_owed": lane_store.count_owed_full_syncs(session),
+        "queues": None,
+    }
+    if connection is not None:
+        try:
+            report["queues"] = queue_depths(connection)
+        except redis.RedisError as exc:
+            report["queues_error"] = f"redis unreachable: {type(exc).__name__}"
+    return report
+
+
+def transfer(session: Any, ref: str, to: str) -> Workspace:
+    """Hand a workspace's ownership (and billing) to ``to``, a user id or username."""
+    ws = store.find_workspace(session, ref)
+    store.transfer_ownership(session, ws, users.transfer_target(session, ws, to), actor="operator")
+    session.refresh(ws)  # the owner relationship was loaded before the change
+    return ws
+
+
+def disconnect(session: Any, ref: str) -> tuple[Workspace, bool]:
+    """Disconnect a provider workspace; (workspace, whether it changed)."""
+    ws = store.find_workspace(session, ref)
+    changed = store.disconnect(session, ws, actor="operator", reason="operator")
+    return ws, changed
+
+
+def set_subscription(session: Any, ref: str, plan: str | None) -> Workspace:
+    """Set (a plan name) or clear (None) a workspace's subscription."""
+    ws = store.find_workspace(session, ref)
+    store.set_subscription(session, ws, plan, actor="operator")
+    return ws
+
+
+def reconnect(rt: Any, ref: str) -> dict[str, Any]:
+    """Re-read the org; reconnect and owe a full sync only if the provider
+    says it is back. Raises ProviderSaysGone (still gone: nothing changed),
+    RateLimited/TransientProviderError (not reachable) or ProviderError."""
+    with rt.session() as s:
+        ws_id = store.find_workspace(s, ref).id
+    return reconnect_workspace(build_sync_context(rt.settings, rt.session_factory), ws_id,
+                               actor="operator", enqueue=RqEnqueuer(rt.redis, rt.session_factory))
