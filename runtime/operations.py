@@ -17,8 +17,8 @@ from models import lanes as lane_store
 from models.errors import InvalidState
 from models.lanes import lane_of_workspace
 from models.tables import Workspace, as_utc
-from runtime.queues import RqEnqueuer, queue_depths, wake
-from sync.context import build_sync_context
+from runtime.process import Runtime
+from runtime.queues import queue_depths, wake
 from sync.installations import reconnect_workspace
 
 
@@ -132,11 +132,10 @@ def set_subscription(session: Any, ref: str, plan: str | None) -> Workspace:
     return ws
 
 
-def reconnect(rt: Any, ref: str) -> dict[str, Any]:
+def reconnect(rt: Runtime, ref: str) -> dict[str, Any]:
     """Re-read the org; reconnect and owe a full sync only if the provider
     says it is back. Raises ProviderSaysGone (still gone: nothing changed),
     RateLimited/TransientProviderError (not reachable) or ProviderError."""
     with rt.session() as s:
         ws_id = store.find_workspace(s, ref).id
-    return reconnect_workspace(build_sync_context(rt.settings, rt.session_factory), ws_id,
-                               actor="operator", enqueue=RqEnqueuer(rt.redis, rt.session_factory))
+    return reconnect_workspace(rt.sync_context, ws_id, actor="operator", enqueue=rt.enqueuer)

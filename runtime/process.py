@@ -1,4 +1,9 @@
-"""Process-wide resources built from Settings: database engine and Redis.
+"""Process-wide resources built from Settings: database engine and Redis,
+the sync context (sessions and the provider factory) and the enqueuer.
+
+The web app, the worker and the CLI each build one Runtime and take what they
+need from it; nothing else builds a SyncContext, a provider adapter or an
+enqueuer for a process.
 
 With no REDIS_URL the process uses one in-process Redis stand-in (a fakeredis
 server with Lua, which RQ's scheduler and unique jobs need), shared by the web
@@ -6,6 +11,7 @@ app and the in-process worker so that the real RQ code path runs.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import make_engine, make_session_factory, session_scope
 from models.config import Settings, load_settings
+from runtime.queues import RqEnqueuer
+from sync.context import SyncContext, build_sync_context
+from sync.providers.base import Provider
 
 _embedded_lock = threading.Lock()
 _embedded_server: object | None = None
@@ -40,6 +49,8 @@ class Runtime:
         self.settings = settings or load_settings()
         self._redis = redis_client
         self._engine = engine
+        self._sync: tuple[int, SyncContext] | None = None
+        self._sync_lock = threading.Lock()
 
     @cached_property
     def engine(self) -> Engine:
@@ -74,6 +85,34 @@ class Runtime:
                     health_check_interval=30,
                 )
         return self._redis
+
+    @property
+    def sync_context(self) -> SyncContext:
+        """The process's SyncContext, rebuilt after a fork (RQ's work horse
+        with ``orgsync worker --fork``) so that no database connection is
+        shared between processes."""
+        with self._sync_lock:
+            if self._sync is None or self._sync[0] != os.getpid():
+                if self._sync is not None:
+                    # Connections inherited from the parent belong to the parent.
+                    self.engine.dispose(close=False)
+                self._sync = (os.getpid(), build_sync_context(self.settings, self.session_factory))
+            return self._sync[1]
+
+    def use_sync_context(self, ctx: SyncContext | None) -> None:
+        """Tests: use this context (e.g. providers pointed at a fake server);
+        None goes back to the one built from the settings."""
+        with self._sync_lock:
+            self._sync = None if ctx is None else (os.getpid(), ctx)
+
+    def provider_for(self, name: str, installation_id: int | None = None) -> Provider:
+        """A fresh adapter for ``name`` with this process's credentials."""
+        return self.sync_context.provider_for(name, installation_id)
+
+    @property
+    def enqueuer(self) -> RqEnqueuer:
+        """Owes full syncs (a due time in the database) and wakes their lanes."""
+        return RqEnqueuer(self.redis, self.session_factory)
 
     @property
     def embedded(self) -> bool:

@@ -17,8 +17,6 @@ from models.base import session_scope
 from models.config import Settings
 from models.tables import Workspace
 from sync.providers.base import Provider
-from sync.providers.github import GitHubProvider
-from sync.providers.gitlab import GitLabProvider
 
 # (provider name, GitHub installation id or None) -> a fresh adapter.
 ProviderFactory = Callable[[str, "int | None"], Provider]
@@ -45,9 +43,11 @@ class SyncContext:
 
 def default_provider_factory(settings: Settings) -> ProviderFactory:
     def provider_for(name: str, installation_id: int | None = None) -> Provider:
-        # Imported here so that importing the sync engine does not pull in
-        # PyGithub/python-gitlab for code paths that never talk to a provider.
+        # Imported on first use, not to dodge a cycle (there is none) but so
+        # that a process that never talks to a provider (the CLI's start,
+        # `orgsync --help`) does not load PyGithub and python-gitlab.
         if name == "github":
+            from sync.providers.github import GitHubProvider
 
             return GitHubProvider(
                 settings.github_api_url,
@@ -56,6 +56,7 @@ def default_provider_factory(settings: Settings) -> ProviderFactory:
                 installation_id=installation_id,
             )
         if name == "gitlab":
+            from sync.providers.gitlab import GitLabProvider
 
             return GitLabProvider(settings.gitlab_url, settings.gitlab_token)
         raise ValueError(f"unknown provider {name!r}")

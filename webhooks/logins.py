@@ -10,8 +10,6 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from runtime.queues import RqEnqueuer
-from sync.context import build_sync_context
 from sync.errors import InvalidUserToken, ProviderError, RateLimited, TransientProviderError
 from sync.login import PROVIDERS, login_sync
 from webhooks.auth import require_token
@@ -50,9 +48,8 @@ def _parse() -> tuple[str, str]:
 def post_login() -> Any:
     provider, token = _parse()
     runtime = services()
-    ctx = build_sync_context(runtime.settings, runtime.session_factory)
     try:
-        result = login_sync(ctx, provider, token, RqEnqueuer(runtime.redis, runtime.session_factory))
+        result = login_sync(runtime.sync_context, provider, token, runtime.enqueuer)
     except InvalidUserToken:
         raise ApiError(401, "invalid_token", f"{provider} rejected the access token.") from None
     except RateLimited as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 import redis as redis_lib
 import requests
@@ -58,12 +58,8 @@ def get_resolver(app: Flask) -> NamespaceResolver | None:
     """The GitLab namespace → top-level group lookup, built on first use."""
     resolver = app.extensions.get(RESOLVER_EXTENSION)
     if resolver is None:
-        settings = services().settings
-        try:
-            from sync.providers.gitlab import GitLabProvider
-        except ImportError:  # pragma: no cover - adapter not installed yet
-            return None
-        resolver = GitLabProvider(settings.gitlab_url, settings.gitlab_token)
+        # The composition's adapter factory: the same credentials as the syncs.
+        resolver = cast(NamespaceResolver, services().provider_for("gitlab"))
         app.extensions[RESOLVER_EXTENSION] = resolver
     return resolver  # type: ignore[no-any-return]
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -43,7 +42,7 @@ from runtime.logs import get_logger, log_context
 from runtime.process import Runtime, get_runtime
 from runtime.queues import RqEnqueuer, RqWaker, all_queues, clear_wake, wake
 from sync import batch, installations
-from sync.context import SyncContext, build_sync_context
+from sync.context import SyncContext
 from sync.errors import RateLimited
 from worker.schedule import RESYNC_TICK, resync_jitter, resync_slots
 
@@ -59,29 +58,14 @@ RUN_LOST_AFTER = timedelta(minutes=10)
 # Resync scheduling (see worker/cron.py for how the slots are spread).
 RESYNC_HORIZON_KEY = "orgsync:resync-horizon"
 
-_context: tuple[int, Runtime, SyncContext] | None = None
-_context_lock = threading.Lock()
-
-
 def sync_context() -> SyncContext:
-    """The process's SyncContext, rebuilt after a fork (RQ's work horse) so
-    that no database connection is shared between processes."""
-    global _context
-    rt = get_runtime()
-    with _context_lock:
-        if _context is None or _context[0] != os.getpid() or _context[1] is not rt:
-            if _context is not None and _context[0] != os.getpid():
-                # Connections inherited from the parent belong to the parent.
-                rt.engine.dispose(close=False)
-            _context = (os.getpid(), rt, build_sync_context(rt.settings, rt.session_factory))
-        return _context[2]
+    """The process's SyncContext (built by the Runtime, rebuilt after a fork)."""
+    return get_runtime().sync_context
 
 
 def set_sync_context(ctx: SyncContext | None) -> None:
     """Tests: use this context (e.g. providers pointed at a fake server)."""
-    global _context
-    with _context_lock:
-        _context = None if ctx is None else (os.getpid(), get_runtime(), ctx)
+    get_runtime().use_sync_context(ctx)
 
 
 def _holder() -> str:
