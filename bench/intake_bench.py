@@ -5,7 +5,7 @@ Every request is a distinct, correctly signed GitHub delivery
 (organization.member_added), so orgsync verifies, records (commit) and queues each.
 No worker runs: this measures the intake path only.
 
-    .venv/bin/python bench/intake_bench.py [--requests 3000] [--concurrency 8] [--workers 2]
+    .venv/bin/python bench/intake_bench.py [--requests 3000] [--concurrency 8] [--workers 2] [--threads 16]
 Needs PostgreSQL and Redis (ORGSYNC_BENCH_DATABASE_URL, ORGSYNC_BENCH_REDIS_URL;
 defaults: the local test services, schema "bench_intake", Redis db 14).
 """
@@ -98,9 +98,12 @@ def load(port: int, reqs: list[tuple[bytes, dict[str, str]]], concurrency: int) 
     return time.perf_counter() - start, lat, statuses
 
 
-def gunicorn(app: str, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def gunicorn(app: str, port: int, workers: int, threads: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd = [str(Path(sys.executable).with_name("gunicorn")), "--bind", f"127.0.0.1:{port}",
-           "--workers", str(workers), "--log-level", "warning", app]
+           "--workers", str(workers), "--log-level", "warning"]
+    if threads:  # the Procfile's server: gthread workers
+        cmd += ["--worker-class", "gthread", "--threads", str(threads)]
+    cmd.append(app)
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -109,6 +112,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16,
+                        help="gthread threads per worker, as the Procfile (0: gunicorn's sync workers)")
     args = parser.parse_args()
 
     import redis
@@ -130,7 +135,7 @@ def main() -> None:
     results = {}
     for name, app in (("bare Flask 202", "bench.bare_app:app"), ("orgsync intake", "webhooks.app:create_app()")):
         port = free_port()
-        proc = gunicorn(app, port, args.workers, env)
+        proc = gunicorn(app, port, args.workers, args.threads, env)
         try:
             wait_up(port, "/healthz")
             load(port, bodies(100), args.concurrency)  # warm-up
@@ -140,7 +145,8 @@ def main() -> None:
             proc.wait(timeout=30)
         results[name] = (total, lat, statuses)
     print(f"machine: {machine()}")
-    print(f"gunicorn --workers {args.workers} (sync), client: {args.concurrency} keep-alive connections, "
+    server = f"gthread, {args.threads} threads each" if args.threads else "sync"
+    print(f"gunicorn --workers {args.workers} ({server}), both apps, client: {args.concurrency} keep-alive connections, "
           f"{args.requests} signed deliveries each")
     for name, (total, lat, statuses) in results.items():
         print(f"{name:>15}: {len(lat) / total:.0f} req/s, {describe_latencies(lat)}, statuses {statuses}")

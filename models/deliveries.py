@@ -21,6 +21,7 @@ transaction. No Flask, RQ or HTTP here.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -95,18 +96,26 @@ def record_delivery(
         "due_at": now if status in WAITING else None,
         "hint_user_id": hint_user_id,
     }
-    dialect = session.get_bind().dialect.name
-    # SQLAlchemy has no backend-neutral "insert or skip": build it per dialect.
-    stmt: postgresql.Insert | sqlite.Insert
+    # One statement built once per dialect and executed with parameters (the
+    # compiled form is then cached): intake runs it for every delivery.
+    conn = session.connection()
+    return conn.execute(_insert_or_skip(conn.dialect.name), values).scalar_one_or_none() is not None
+
+
+@functools.cache
+def _insert_or_skip(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id. SQLAlchemy has no
+    backend-neutral "insert or skip": it is built per dialect. RETURNING, not
+    rowcount: psycopg reports -1 as the rowcount of this statement, which
+    would make every duplicate look new."""
+    stmt: Any
     if dialect == "postgresql":
-        stmt = postgresql.insert(Delivery).values(**values).on_conflict_do_nothing(index_elements=["id"])
+        stmt = postgresql.insert(Delivery)
     elif dialect == "sqlite":
-        stmt = sqlite.insert(Delivery).values(**values).on_conflict_do_nothing(index_elements=["id"])
+        stmt = sqlite.insert(Delivery)
     else:
         raise RuntimeError(f"deliveries need PostgreSQL or SQLite, not {dialect}")
-    # RETURNING, not rowcount: psycopg reports -1 as the rowcount of this
-    # statement, which would make every duplicate look new.
-    return session.execute(stmt.returning(Delivery.id)).scalar_one_or_none() is not None
+    return stmt.on_conflict_do_nothing(index_elements=["id"]).returning(Delivery.id)
 
 
 def get_delivery(session: Session, delivery_id: str) -> Delivery:

@@ -65,13 +65,31 @@ class Runtime:
         with session_scope(self.session_factory) as s:
             yield s
 
+    @cached_property
+    def intake_engine(self) -> Engine:
+        """The web intake's own pool on PostgreSQL: connections that stay in
+        autocommit (no isolation-level switch per checkout) and are not pinged
+        on checkout. A connection the server dropped is caught when the
+        statement fails instead, and the statement retried once on a new one
+        (``autocommit_session``'s caller): one round trip per delivery instead
+        of two. SQLite and a test's injected engine use the main engine."""
+        url = self.settings.database_url
+        if self._engine is not None or url.startswith("sqlite"):
+            return self.engine
+        return make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+
     @contextmanager
     def autocommit_session(self) -> Iterator[Session]:
         """A session whose every statement commits on its own: for a unit of
         work that is one statement (recording a delivery), this saves the
-        BEGIN and COMMIT round trips and is just as durable."""
-        with (self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
-              Session(bind=conn) as s):
+        BEGIN and COMMIT round trips and is just as durable. With no pre-ping,
+        a dropped connection surfaces as ``DBAPIError.connection_invalidated``
+        on the first statement; the pool has then been emptied and a retry
+        gets a fresh connection."""
+        conn = self.intake_engine.connect()
+        if conn.dialect.name == "sqlite" or self._engine is not None:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with conn, Session(bind=conn) as s:
             yield s
 
     @property
@@ -96,6 +114,8 @@ class Runtime:
                 if self._sync is not None:
                     # Connections inherited from the parent belong to the parent.
                     self.engine.dispose(close=False)
+                    if "intake_engine" in self.__dict__ and self.intake_engine is not self.engine:
+                        self.intake_engine.dispose(close=False)
                 self._sync = (os.getpid(), build_sync_context(self.settings, self.session_factory))
             return self._sync[1]
 

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 import redis
 import structlog
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.exc import DBAPIError
 
 from models import deliveries, store
 from models.tables import Delivery
@@ -96,29 +97,19 @@ def accept(
                                                  action=action):
         intake = Intake("ignore", "ping") if ping else triage(provider, event, payload)
         # One statement, committed on its own before we answer: the delivery
-        # is durable, and the row is all the work the pipeline needs.
-        with rt.autocommit_session() as s:
-            if intake.decision == "check_installation":
-                # An event naming an installation that only the store can
-                # judge: an unknown org installation is adopted (SPEC section
-                # 6); a "user account" installation the store holds as an
-                # org's is for the worker to read.
-                assert intake.installation_id is not None
-                known = store.get_workspace_by_installation(s, intake.installation_id) is not None
-                if known == intake.work_if_known:
-                    intake = Intake("work", lane=intake.lane, hint_user_id=intake.hint_user_id)
-                else:
-                    intake = Intake("ignore", intake.reason, intake.lane)
-            work = intake.decision == "work"
-            new = deliveries.record_delivery(
-                s, delivery_id, provider, event, action, payload_text, body_sha256,
-                intake.lane, status=deliveries.RECEIVED if work else deliveries.IGNORED,
-                outcome=None if work else {"result": "ignored", "reason": intake.reason},
-                hint_user_id=intake.hint_user_id if work else None,
-            )
-            existing = None if new else s.get(Delivery, delivery_id)
-            existing_status = existing.status if existing is not None else None
-            existing_lane = existing.org_key if existing is not None else None
+        # is durable, and the row is all the work the pipeline needs. A
+        # connection the database dropped (a restart) is retried once on a
+        # fresh one: the insert is idempotent (a copy that did commit makes
+        # the retry a duplicate, and a waiting duplicate rings its bell).
+        for attempt in (1, 2):
+            try:
+                new, work, intake, existing_status, existing_lane = _record(
+                    rt, provider, delivery_id, event, action, payload_text, body_sha256, intake)
+                break
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+                log.warning("webhook.database_reconnect")
         if not new:
             log.info("webhook.duplicate", status=existing_status)
             if existing_status in deliveries.WAITING and existing_lane:
@@ -136,6 +127,35 @@ def accept(
         queued = _wake(rt, intake.lane)
         log.info("webhook.accepted", queued=queued)
         return _reply(202, {"delivery": delivery_id, "status": "queued" if queued else "received"})
+
+
+def _record(rt: Any, provider: str, delivery_id: str, event: str, action: str | None, payload_text: str,
+            body_sha256: str, intake: Intake) -> tuple[bool, bool, Intake, str | None, str | None]:
+    """The intake's one statement (plus, for an installation event, one
+    lookup): record the delivery, or find the copy already recorded."""
+    with rt.autocommit_session() as s:
+        if intake.decision == "check_installation":
+            # An event naming an installation that only the store can
+            # judge: an unknown org installation is adopted (SPEC section
+            # 6); a "user account" installation the store holds as an
+            # org's is for the worker to read.
+            assert intake.installation_id is not None
+            known = store.get_workspace_by_installation(s, intake.installation_id) is not None
+            if known == intake.work_if_known:
+                intake = Intake("work", lane=intake.lane, hint_user_id=intake.hint_user_id)
+            else:
+                intake = Intake("ignore", intake.reason, intake.lane)
+        work = intake.decision == "work"
+        new = deliveries.record_delivery(
+            s, delivery_id, provider, event, action, payload_text, body_sha256,
+            intake.lane, status=deliveries.RECEIVED if work else deliveries.IGNORED,
+            outcome=None if work else {"result": "ignored", "reason": intake.reason},
+            hint_user_id=intake.hint_user_id if work else None,
+        )
+        existing = None if new else s.get(Delivery, delivery_id)
+        existing_status = existing.status if existing is not None else None
+        existing_lane = existing.org_key if existing is not None else None
+    return new, work, intake, existing_status, existing_lane
 
 
 def _wake(rt: Any, lane: str) -> bool:

@@ -618,3 +618,50 @@ def test_a_malformed_signing_secret_authenticates_nothing(make_world: MakeWorld,
         resp = world.post_gitlab("Member Hook", body, token=None, headers=forged)
         assert resp.status_code == 401, resp.get_json()
     assert world.counts()["deliveries"] == 0
+
+
+@pytest.mark.postgres
+def test_intake_survives_a_dropped_database_connection(pg_schema_url: str, fake_redis: redis_lib.Redis) -> None:
+    """The intake's own PostgreSQL pool does not ping on checkout: a
+    connection the server dropped (a restart, an idle timeout) fails its
+    statement, and the delivery is recorded on a fresh connection instead of
+    being answered with an error GitHub would not retry."""
+    from dataclasses import replace
+
+    from sqlalchemy import text
+
+    from models.config import Settings
+    from models.migrate import upgrade
+
+    upgrade(pg_schema_url)
+    settings = replace(Settings(database_url=pg_schema_url, redis_url="redis://127.0.0.1:6379/15"),
+                       github_webhook_secrets=(GITHUB_SECRET,))
+    rt = Runtime(settings, redis_client=fake_redis)
+    client = create_app(runtime=rt).test_client()
+    assert rt.intake_engine is not rt.engine  # the path under test
+
+    def post(delivery: str) -> Any:
+        body = _body()
+        return client.post("/webhooks/github", data=body,
+                           headers={**github_headers(body, GITHUB_SECRET, "organization"),
+                                    "X-GitHub-Delivery": delivery})
+
+    assert post("before").status_code == 202
+    with rt.intake_engine.connect() as conn:  # the pooled connection the next request gets
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    admin = make_engine(pg_schema_url)
+    try:
+        with admin.begin() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one() is True
+        resp = post("after")
+        assert resp.status_code == 202, resp.get_json()
+        assert resp.get_json()["status"] == "queued"
+        with admin.connect() as conn:
+            rows = conn.execute(text("SELECT id, status FROM deliveries ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [("after", "received"), ("before", "received")]
+        with rt.intake_engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+    finally:
+        admin.dispose()
+        rt.intake_engine.dispose()
+        rt.engine.dispose()
