@@ -193,22 +193,26 @@ def pending_full_syncs(session: Session, lanes_: list[str]) -> dict[str, datetim
 
 @dataclass(frozen=True, slots=True)
 class HintBudget:
-    reads: int  # single member reads spent since the last full listing
+    reads: int  # single member reads spent on the current burst
     last_listing_at: datetime | None
+    listings: int = 0  # full listings taken in the current burst
+
+
+def _same_burst(row: WorkLane, now: datetime, quiet: timedelta) -> bool:
+    last = as_utc(row.last_hint_at)
+    return last is not None and now - last <= quiet
 
 
 def hint_budget(session: Session, lane: str, *, quiet: timedelta, now: datetime | None = None) -> HintBudget:
-    """Single reads spent on the lane's current burst. A lane that has been
-    quiet for ``quiet`` starts a new burst with a fresh budget."""
+    """Single reads and listings spent on the lane's current burst. A lane
+    that has been quiet for ``quiet`` starts a new burst with a fresh budget."""
     now = now or utcnow()
     row = session.get(WorkLane, lane, populate_existing=True)
     if row is None:
         return HintBudget(0, None)
-    last = as_utc(row.last_hint_at)
-    reads = int(row.hint_reads or 0)
-    if last is None or now - last > quiet:
-        reads = 0
-    return HintBudget(reads, as_utc(row.last_listing_at))
+    if not _same_burst(row, now, quiet):
+        return HintBudget(0, as_utc(row.last_listing_at))
+    return HintBudget(int(row.hint_reads or 0), as_utc(row.last_listing_at), int(row.burst_listings or 0))
 
 
 def spend_reads(session: Session, lane: str, n: int, *, quiet: timedelta, now: datetime | None = None) -> None:
@@ -216,23 +220,31 @@ def spend_reads(session: Session, lane: str, n: int, *, quiet: timedelta, now: d
     row = session.get(WorkLane, lane, populate_existing=True)
     if row is None:
         return
-    last = as_utc(row.last_hint_at)
-    base = 0 if last is None or now - last > quiet else int(row.hint_reads or 0)
-    row.hint_reads = base + n
+    if _same_burst(row, now, quiet):
+        row.hint_reads = int(row.hint_reads or 0) + n
+    else:
+        row.hint_reads, row.burst_listings = n, 0
     row.last_hint_at = now
     session.flush()
 
 
-def listed(session: Session, lane: str, *, now: datetime | None = None) -> None:
+def listed(session: Session, lane: str, *, quiet: timedelta, now: datetime | None = None) -> None:
     """A full listing was read: it answers every hint received before it.
 
     The burst's read budget is *not* refilled: within one burst a listing
     replaces single reads, it does not buy more of them (that is what keeps
-    a burst cut into many small batches within its bound)."""
+    a burst cut into many small batches within its bound). The burst's
+    listings are counted (a quiet lane starts over at one)."""
     now = now or utcnow()
-    session.execute(update(WorkLane).where(WorkLane.lane == lane)
-                    .values(last_listing_at=now, last_hint_at=now)
-                    .execution_options(synchronize_session=False))
+    row = session.get(WorkLane, lane, populate_existing=True)
+    if row is None:
+        return
+    if _same_burst(row, now, quiet):
+        row.burst_listings = int(row.burst_listings or 0) + 1
+    else:
+        row.hint_reads, row.burst_listings = 0, 1
+    row.last_listing_at = row.last_hint_at = now
+    session.flush()
 
 
 __all__ = [

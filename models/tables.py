@@ -300,6 +300,10 @@ class WorkLane(Base):
     hint_reads: Mapped[int] = mapped_column(Integer, default=0)
     last_hint_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_listing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Listings taken in the current burst: each one lets the next wait twice
+    # as long for the burst to pause (sync.batch), so a long burst costs a
+    # number of listings logarithmic in its length, not linear.
+    burst_listings: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

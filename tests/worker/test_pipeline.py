@@ -131,6 +131,51 @@ def test_the_read_budget_holds_for_a_burst_cut_into_many_small_batches(
     assert env.server.github.request_count <= single_reads + (len(uids) - single_reads) * 4 + 4
 
 
+def test_the_burst_counts_its_listings_and_a_quiet_lane_starts_over(env_all_db: Env) -> None:
+    env = env_all_db
+    env.add_org(members=3)
+    quiet = batch.BURST_QUIET
+    t0 = utcnow()
+    with env.session() as s:
+        lanes.acquire(s, LANE, "h", batch.LEASE)
+        lanes.spend_reads(s, LANE, 5, quiet=quiet, now=t0)
+        lanes.listed(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=2))
+        lanes.listed(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=4))
+        same = lanes.hint_budget(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=5))
+        later = lanes.hint_budget(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=4) + quiet * 2)
+        lanes.listed(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=4) + quiet * 2)
+        fresh = lanes.hint_budget(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=5) + quiet * 2)
+    # Two listings in one burst; its single reads are not refilled by them.
+    assert (same.reads, same.listings) == (5, 2)
+    assert (later.reads, later.listings) == (0, 0)
+    assert (fresh.reads, fresh.listings) == (0, 1)
+
+
+@pytest.mark.parametrize("listings, waits", [(0, 30), (1, 60), (2, 120), (3, 240), (4, 480), (9, 480)])
+def test_a_burst_that_does_not_pause_waits_longer_for_each_listing_it_has_had(
+    env: Env, monkeypatch: pytest.MonkeyPatch, listings: int, waits: float
+) -> None:
+    """A burst that never pauses is listed after ``listing_wait``: 30 s for
+    its first listing, doubling with each one it has had, at most 8 min."""
+    env.add_org(members=3)
+    clock = [utcnow()]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += timedelta(seconds=seconds)
+
+    monkeypatch.setattr(batch, "utcnow", lambda: clock[0])
+    # Deliveries keep arriving: the newest pending one is always brand new.
+    monkeypatch.setattr(batch.deliveries, "newest_pending", lambda s, lane: clock[0])
+    ctx = build_sync_context(env.runtime.settings, env.runtime.session_factory)
+    drain = batch.Drain(ctx, LANE, "h", clear_wake=lambda: None, wake=lambda lane: None, sleep=sleep)
+    row = deliveries.Claimed(id="x", provider="github", event="organization", action="member_added",
+                             hint_user_id=5, attempts=1, received_at=clock[0])
+    drain._settle([row], batch._Lane(env.workspace_id, "github", "active", 77), batch.listing_wait(listings))
+    assert sum(slept) == pytest.approx(waits, abs=0.3)
+
+
 def test_hints_are_applied_in_the_order_received(env: Env) -> None:
     env.add_org(members=3)
     env.server.github.add_member(ORG_ID, 50, "user50", "member")
