@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 
 PG_URL = os.environ.get("ORGSYNC_TEST_DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("ORGSYNC_TEST_REDIS_URL", "").strip()
+# Under xdist each worker process flushes its own Redis database: gw0 the one
+# configured, gw1 the one below it, and so on (PostgreSQL tests each get a
+# fresh schema already).
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if REDIS_URL and _XDIST_WORKER.startswith("gw") and _XDIST_WORKER[2:].isdigit():
+    _base, _, _db = REDIS_URL.rpartition("/")
+    if _db.isdigit():
+        REDIS_URL = f"{_base}/{(int(_db) - int(_XDIST_WORKER[2:])) % 16}"
 REQUIRE = os.environ.get("ORGSYNC_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
