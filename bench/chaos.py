@@ -700,38 +700,31 @@ class Chaos:
         return out
 
     def kill_busy_worker(self, timeout: float = 300) -> None:
-        """SIGKILL the whole tree of a worker while its horse runs a delivery
-        job (not a periodic one): found by freezing the tree (SIGSTOP) and
-        asking Redis which job that worker runs; otherwise thaw and look again."""
-        import redis
-        from rq import Worker
-
+        """SIGKILL the whole tree of a worker while it drains a lane with
+        deliveries in hand: found by freezing the tree (SIGSTOP) and asking
+        the database which deliveries are under a lease whose holder names a
+        pid of that tree (the database says who holds what; Redis may have
+        been restarted empty since the drain began, so RQ's registries would
+        not know); otherwise thaw and look again."""
         deadline = time.monotonic() + timeout
-        conn = redis.Redis.from_url(self.redis.url, socket_connect_timeout=2, socket_timeout=5)
         looked = 0
         while time.monotonic() < deadline:
             for proc, horse in self._horses():
                 tree = proc.tree()
                 for p in tree:
                     _signal(p, signal.SIGSTOP)
-                job_id = None
+                delivery = None
                 status = None
+                job_id = None
                 try:
-                    for w in Worker.all(connection=conn):
-                        if w.pid in tree:
-                            job_id = w.get_current_job_id()
-                    delivery = None
-                    if job_id and job_id.startswith("drain-"):
-                        # A lane's drain: kill it while it holds deliveries
-                        # under its lease (their holder names the worker's pid).
-                        rows = self.q("SELECT id, status, holder FROM deliveries WHERE status = 'processing'")
-                        for d_id, d_status, holder in rows:
-                            parts = (holder or "").split(":")
-                            if len(parts) >= 3 and parts[-2].isdigit() and int(parts[-2]) in tree:
-                                delivery, status = d_id, d_status
-                                break
+                    rows = self.q("SELECT id, status, holder FROM deliveries WHERE status = 'processing'")
+                    for d_id, d_status, holder in rows:
+                        parts = (holder or "").split(":")
+                        if len(parts) >= 3 and parts[-2].isdigit() and int(parts[-2]) in tree:
+                            delivery, status, job_id = d_id, d_status, holder
+                            break
                 except Exception as exc:  # noqa: BLE001 - keep looking
-                    say(f"could not read the busy worker's job: {type(exc).__name__}: {exc}")
+                    say(f"could not read the busy worker's deliveries: {type(exc).__name__}: {exc}")
                     delivery = None
                 looked += 1
                 if delivery is None or status != "processing" or horse not in proc.tree():
@@ -744,7 +737,7 @@ class Chaos:
                 self.killed_at = time.monotonic()
                 self.killed_delivery = delivery
                 self.events.append(f"SIGKILLed {proc.name} (worker, scheduler and horse: pids {tree}) at "
-                                   f"{self.killed_at - T0:.1f}s while its horse ran job {job_id} "
+                                   f"{self.killed_at - T0:.1f}s while it drained a lane (lease holder {job_id}) "
                                    f"(delivery {delivery}, left '{status}')")
                 say(self.events[-1])
                 self.worker_seq += 1

@@ -98,7 +98,7 @@ def load(port: int, reqs: list[tuple[bytes, dict[str, str]]], concurrency: int) 
     return time.perf_counter() - start, lat, statuses
 
 
-def gunicorn(app: str, port: int, workers: int, threads: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def gunicorn(app: str, port: int, workers: int, env: dict[str, str], *, threads: int = 0) -> subprocess.Popen[bytes]:
     cmd = [str(Path(sys.executable).with_name("gunicorn")), "--bind", f"127.0.0.1:{port}",
            "--workers", str(workers), "--log-level", "warning"]
     if threads:  # the Procfile's server: gthread workers
@@ -135,7 +135,7 @@ def main() -> None:
     results = {}
     for name, app in (("bare Flask 202", "bench.bare_app:app"), ("orgsync intake", "webhooks.app:create_app()")):
         port = free_port()
-        proc = gunicorn(app, port, args.workers, args.threads, env)
+        proc = gunicorn(app, port, args.workers, env, threads=args.threads)
         try:
             wait_up(port, "/healthz")
             load(port, bodies(100), args.concurrency)  # warm-up

@@ -142,6 +142,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16,
+                        help="gthread threads per worker, as the Procfile (0: gunicorn's sync workers)")
     args = parser.parse_args()
 
     from sqlalchemy import text
@@ -171,7 +173,7 @@ def main() -> None:
     results: dict[str, tuple[float, list[float], dict[int, int]]] = {}
     for server, app in (("bare Flask 202", "bench.bare_app:app"), ("orgsync", "webhooks.app:create_app()")):
         port = free_port()
-        proc = gunicorn(app, port, args.workers, env)
+        proc = gunicorn(app, port, args.workers, env, threads=args.threads)
         try:
             wait_up(port, "/healthz")
             for name, path in reads.items():
@@ -183,7 +185,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"seeded {OTHER_WORKSPACES} other users' workspaces and users in 20 and 200 workspaces "
           f"in {seeded_in:.1f} s")
-    print(f"gunicorn --workers {args.workers} (sync), client: {args.concurrency} keep-alive connections, "
+    server = f"gthread, {args.threads} threads each" if args.threads else "sync"
+    print(f"gunicorn --workers {args.workers} ({server}), both apps, client: {args.concurrency} keep-alive connections, "
           f"{args.requests} requests per read")
     for label, (total, lat, statuses) in results.items():
         print(f"{label:>32}: {len(lat) / total:.0f} req/s, {describe_latencies(lat)}, statuses {statuses}")
