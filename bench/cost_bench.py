@@ -1,0 +1,194 @@
+"""What one unit of work costs, measured in-process (no HTTP server, no
+other process competing for the cores), beside a baseline from the same run:
+
+1. intake: one signed GitHub delivery through the app's WSGI stack (Flask's
+   test client) on PostgreSQL and real Redis — wall time and CPU per
+   delivery — beside the bare Flask 202 endpoint (bench/bare_app.py);
+2. a lane's drain: --orgs orgs of 5 members, 5 member events each, drained
+   one lane after another by sync.batch.drain (what `orgsync worker` runs
+   per wake-up) — wall time, CPU (the worker and the fake GitHub serving it,
+   which runs in this process), SQL statements, transactions and provider
+   requests per lane.
+
+    .venv/bin/python bench/cost_bench.py [--deliveries 2000] [--orgs 200]
+Needs PostgreSQL and Redis (ORGSYNC_BENCH_DATABASE_URL, ORGSYNC_BENCH_REDIS_URL; schemas
+"bench_cost_intake" and "bench_cost_drain", Redis db 14).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import _common  # noqa: F401
+from _common import ROOT, machine
+
+PG = os.environ.get("ORGSYNC_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("ORGSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+SECRET = "bench-secret"
+
+
+def fresh_schema(name: str) -> str:
+    from sqlalchemy import text
+
+    from models.base import make_engine
+    from models.migrate import upgrade
+
+    admin = make_engine(PG)
+    with admin.begin() as c:
+        c.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        c.execute(text(f'CREATE SCHEMA "{name}"'))
+    admin.dispose()
+    url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{name}"
+    upgrade(url)
+    return url
+
+
+def drop_schema(name: str) -> None:
+    from sqlalchemy import text
+
+    from models.base import make_engine
+
+    admin = make_engine(PG)
+    with admin.begin() as c:
+        c.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    admin.dispose()
+
+
+def per_unit(n: int, wall: float, cpu: float) -> str:
+    return f"{wall / n * 1000:.2f} ms wall, {cpu / n * 1000:.2f} ms CPU"
+
+
+def intake(n: int) -> None:
+    import redis
+    from bare_app import app as bare
+
+    from models.config import load_settings
+    from runtime.process import Runtime
+    from webhooks.app import create_app
+
+    url = fresh_schema("bench_cost_intake")
+    redis.Redis.from_url(REDIS).flushdb()
+    os.environ.update(DATABASE_URL=url, REDIS_URL=REDIS, GITHUB_WEBHOOK_SECRET=SECRET, ORGSYNC_LOG_LEVEL="WARNING")
+    corpus = Path(ROOT).parent / "shared/corpus/github/organization.member_added.json"
+    template: dict[str, Any] = json.loads(corpus.read_text()) if corpus.exists() else {
+        "action": "member_added", "organization": {"id": 1, "login": "acme"},
+        "membership": {"user": {"id": 2, "login": "u"}, "role": "member", "state": "active"}}
+    body = json.dumps(template).encode()
+    sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    client = create_app(runtime=Runtime(load_settings())).test_client()
+
+    def post() -> None:
+        resp = client.post("/webhooks/github", data=body, headers={
+            "Content-Type": "application/json", "X-GitHub-Event": "organization",
+            "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": sig})
+        assert resp.status_code == 202, resp.get_data(as_text=True)
+
+    bare_client = bare.test_client()
+
+    def post_bare() -> None:
+        resp = bare_client.post("/webhooks/github", data=body, headers={"Content-Type": "application/json"})
+        assert resp.status_code == 202
+
+    results = {}
+    for name, fn in (("bare Flask 202", post_bare), ("orgsync intake", post)):
+        for _ in range(200):  # warm-up
+            fn()
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            fn()
+        results[name] = (time.perf_counter() - t0, time.process_time() - c0)
+        print(f"{name:>15}: {per_unit(n, *results[name])} per request ({n} requests, one thread)")
+    ratio = results["bare Flask 202"][1] / results["orgsync intake"][1]
+    print(f"ratio (bare CPU / orgsync intake CPU per request): {ratio:.3f}")
+    drop_schema("bench_cost_intake")
+
+
+def drain(orgs: int) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from sqlalchemy import event, func, select
+
+    from demo.fakes.github_server import FakeGitHub
+    from demo.fakes.server import FakeProviderServer
+    from models import deliveries, store
+    from models.base import make_engine, make_session_factory
+    from models.config import Settings
+    from models.tables import Delivery
+    from sync import batch
+    from sync.context import build_sync_context
+
+    url = fresh_schema("bench_cost_drain")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    fake = FakeGitHub(app_id=1234, app_public_key=public)
+    server = FakeProviderServer(github=fake).start()
+    settings = Settings(database_url=url, github_api_url=server.github_api_url, github_app_id=1234,
+                        github_app_private_key=key.private_bytes(
+                            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode())
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    lanes = []
+    for i in range(orgs):
+        org, inst = 800_000 + i, 80_000 + i
+        fake.add_org(org, f"org{i}", installation_id=inst)
+        base = [(u, f"u{u}", "member") for u in range(3_000_000 + i * 100, 3_000_000 + i * 100 + 5)]
+        fake.add_members(org, base)
+        with sessions.begin() as s:
+            ws = store.create_provider_workspace(s, "github", org, f"org{i}", actor="bench", installation_id=inst)
+            store.apply_roster_changes(s, ws, adds=[store.StoredMember(u, login, r) for u, login, r in base],
+                                       actor="bench")
+        new = list(range(4_000_000 + i * 100, 4_000_000 + i * 100 + 5))
+        fake.add_members(org, [(u, f"u{u}", "member") for u in new])
+        with sessions.begin() as s:
+            for u in new:
+                text_ = json.dumps({
+                    "action": "member_added", "organization": {"id": org, "login": f"org{i}"},
+                    "membership": {"user": {"id": u, "login": f"u{u}"}, "role": "member", "state": "active"},
+                    "installation": {"id": inst}, "sender": {"id": 1, "login": "x"}})
+                deliveries.record_delivery(s, str(uuid.uuid4()), "github", "organization", "member_added", text_,
+                                           hashlib.sha256(text_.encode()).hexdigest(), f"github:{org}",
+                                           hint_user_id=u)
+        lanes.append(f"github:{org}")
+    counts = {"statements": 0, "commits": 0}
+    event.listen(engine, "before_cursor_execute",
+                 lambda *a: counts.__setitem__("statements", counts["statements"] + 1))
+    event.listen(engine, "commit", lambda *a: counts.__setitem__("commits", counts["commits"] + 1))
+    ctx = build_sync_context(settings, sessions)
+    fake.reset_log()
+    c0, t0 = time.process_time(), time.perf_counter()
+    for lane in lanes:
+        batch.drain(ctx, lane, "bench-holder", clear_wake=lambda: None, wake=lambda lane: None)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    with sessions() as s:
+        done = s.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "processed"))
+    server.stop()
+    engine.dispose()
+    print(f"drain: {orgs} lanes of 5 member events each (org of 5 members), one after another, one process")
+    print(f"  processed: {done} of {orgs * 5}; {orgs * 5 / wall:.1f} deliveries/s")
+    print(f"  per lane: {per_unit(orgs, wall, cpu)} (CPU: the drain and the in-process fake GitHub), "
+          f"{counts['statements'] / orgs:.1f} SQL statements, {counts['commits'] / orgs:.1f} transactions, "
+          f"{fake.request_count / orgs:.1f} provider requests")
+    drop_schema("bench_cost_drain")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--deliveries", type=int, default=2000)
+    parser.add_argument("--orgs", type=int, default=200)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    intake(args.deliveries)
+    drain(args.orgs)
+
+
+if __name__ == "__main__":
+    main()
