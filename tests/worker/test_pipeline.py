@@ -283,6 +283,29 @@ def test_a_killed_workers_batch_is_claimed_again_after_its_lease(env_all_db: Env
     assert 9 in _roster(env)
 
 
+def test_redis_flushed_mid_run_loses_nothing(env_all_db: Env) -> None:
+    """Wake-ups queued, then Redis loses everything (a flush, a restart
+    without persistence): the jobs and the wake flags are gone, the
+    deliveries are not. The sweep wakes the lane from what the database says
+    is due, and each delivery is applied once."""
+    env = env_all_db
+    env.add_org(members=3)
+    for uid in (21, 22):
+        env.server.github.add_member(ORG_ID, uid, f"user{uid}", "member")
+    ids = [env.record_member_event(21)]
+    assert queues.wake(env.redis, LANE) is not None  # a drain job is queued, the flag set
+    ids.append(env.record_member_event(22))
+    assert queues.wake(env.redis, LANE) is None  # already pending: nothing more queued
+    env.redis.flushdb()
+    env.drain()  # nothing left in Redis to run
+    assert _statuses(env, ids) == [("received", 0)] * 2
+    assert jobs.sweep()["woken"] == 1
+    env.drain()
+    assert _statuses(env, ids) == [("processed", 1)] * 2
+    assert {21, 22} <= set(_roster(env))
+    assert jobs.sweep()["woken"] == 0  # nothing due any more
+
+
 def test_a_drain_that_finds_the_lane_held_leaves_it_to_the_holder(env: Env) -> None:
     env.add_org(members=3)
     with env.session() as s:
