@@ -308,7 +308,7 @@ def installation_created(org: OrgPlan) -> dict[str, Any]:
 
 
 def signed(body: bytes, event: str, delivery: str) -> dict[str, str]:
-    from webhooks.signatures import sign_github
+    from sync.providers.signatures import sign_github
 
     return {
         "Content-Type": "application/json",

@@ -36,7 +36,7 @@ from models import store
 from models.config import Settings
 from sync.context import build_sync_context
 from sync.orgs import adopt_installation, full_sync
-from webhooks.signatures import github_headers
+from sync.providers.signatures import github_headers
 
 APP_ID = "1"
 GITHUB_SECRET = "demo-github-secret"

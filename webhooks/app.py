@@ -10,10 +10,12 @@ from flask import Flask
 
 from models.config import ConfigError, Settings, load_settings
 from models.config_warnings import config_warnings
+from oidc.verifier import OidcVerifier
 from runtime.logs import configure_logging
 from runtime.process import Runtime
 from webhooks.errors import register_error_handlers
 from webhooks.limits import BodyReadDeadline, ExactLimitRequest
+from webhooks.oidc_api import VERIFIER_EXTENSION
 
 # GitHub allows payloads up to 25 MiB (SPEC section 4).
 MAX_BODY = 25 * 1024 * 1024
@@ -55,7 +57,11 @@ def create_app(
     *,
     redis: redis_lib.Redis | None = None,
     runtime: Runtime | None = None,
+    oidc_verifier: OidcVerifier | None = None,
 ) -> Flask:
+    """The web app. ``oidc_verifier``: the CI token verifier to use instead of
+    one built from the settings on first use (``orgsync dev --demo`` passes
+    one that fetches the stand-in issuers' keys in-process)."""
     configure_logging()
     app = Flask("orgsync")
     app.request_class = ExactLimitRequest
@@ -65,6 +71,8 @@ def create_app(
     if runtime is None:
         runtime = Runtime(settings or _settings_or_exit(), redis_client=redis)
     app.extensions["orgsync"] = runtime
+    if oidc_verifier is not None:
+        app.extensions[VERIFIER_EXTENSION] = oidc_verifier
     register_error_handlers(app)
     for name in _BLUEPRINTS:
         app.register_blueprint(importlib.import_module(name).bp)

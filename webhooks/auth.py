@@ -7,9 +7,9 @@ from typing import Any, Literal, TypeVar
 
 from flask import request
 
+from sync.providers.signatures import token_matches
 from webhooks.errors import ApiError
 from webhooks.services import services
-from webhooks.signatures import token_matches
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -30,10 +30,10 @@ from sqlalchemy.exc import DBAPIError
 from models import deliveries, store
 from models.tables import Delivery
 from runtime.queues import wake
+from sync.providers.signatures import GITHUB_SIGNATURE_HEADER, SignatureError, verify_github
 from sync.triage import Intake, github_action, triage
 from webhooks.errors import ApiError
 from webhooks.services import services
-from webhooks.signatures import GITHUB_SIGNATURE_HEADER, SignatureError, verify_github
 
 bp = Blueprint("webhooks_github", __name__)
 log = structlog.get_logger(__name__)

@@ -24,11 +24,7 @@ import hashlib
 import structlog
 from flask import Blueprint, Response, request
 
-from sync.triage import gitlab_action
-from webhooks.errors import ApiError
-from webhooks.github import accept, delivery_id_from, header, parse_object
-from webhooks.services import services
-from webhooks.signatures import (
+from sync.providers.signatures import (
     GITLAB_TOKEN_HEADER,
     WEBHOOK_ID,
     WEBHOOK_SIGNATURE,
@@ -37,6 +33,10 @@ from webhooks.signatures import (
     verify_gitlab_token,
     verify_standard,
 )
+from sync.triage import gitlab_action
+from webhooks.errors import ApiError
+from webhooks.github import accept, delivery_id_from, header, parse_object
+from webhooks.services import services
 
 bp = Blueprint("webhooks_gitlab", __name__)
 log = structlog.get_logger(__name__)

@@ -38,13 +38,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from models import queries
+from oidc.verifier import REPLAYS_COUNTER
 from runtime.process import Runtime
 from runtime.queues import queue_depths
+from sync.providers.signatures import token_matches
 from webhooks import platform_openapi
 from webhooks.errors import ApiError
-from webhooks.oidc import REPLAYS_COUNTER
 from webhooks.services import services
-from webhooks.signatures import token_matches
 
 bp = Blueprint("observability", __name__)
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """``POST /v1/oidc/resolve``: a CI job's OIDC token → its workspace (SPEC 4, 5).
 
-Thin: parse the body, verify (webhooks/oidc.py), resolve, answer. The token is
+Thin: parse the body, verify (oidc/verifier.py), resolve, answer. The token is
 a bearer credential until it expires, so it is never logged, echoed or stored.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from webhooks.oidc import (
+from oidc.verifier import (
     MAX_TOKEN_CHARS,
     MalformedToken,
     NamespaceResolver,

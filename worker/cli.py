@@ -295,13 +295,12 @@ def dev(ctx: _Ctx, host: str, port: int, demo: bool) -> None:
     rt = ctx.runtime
     warn_half_configured(rt)
     upgrade(rt.settings.database_url)
-    app = create_app(runtime=rt)
+    verifier = None
     if stand_in is not None:
-        from webhooks.oidc import OidcSettings, OidcVerifier
-        from webhooks.oidc_api import VERIFIER_EXTENSION
+        from oidc.verifier import OidcSettings, OidcVerifier
 
-        app.extensions[VERIFIER_EXTENSION] = OidcVerifier(
-            OidcSettings.from_settings(rt.settings), rt.redis, stand_in.oidc_http)
+        verifier = OidcVerifier(OidcSettings.from_settings(rt.settings), rt.redis, stand_in.oidc_http)
+    app = create_app(runtime=rt, oidc_verifier=verifier)
     server = make_server(host, port, app, threaded=True)
     base = f"http://{host}:{server.server_port}"
     click.echo(f"orgsync dev serving on {base}")
@@ -944,7 +943,7 @@ def deliveries_send(ctx: _Ctx, payload_file: str, provider: str, event: str, url
     import urllib.request
     from pathlib import Path
 
-    from webhooks.signatures import github_headers, gitlab_headers
+    from sync.providers.signatures import github_headers, gitlab_headers
 
     settings = ctx.settings
     body = Path(payload_file).read_bytes()

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from demo.fakes.server import FakeProviderServer
+from sync.providers.signatures import github_headers
 from tests.conftest import REDIS_URL, need_redis
 from tests.e2e.test_procfile import (  # noqa: F401 - fixtures
     ADMIN,
@@ -33,7 +34,6 @@ from tests.e2e.test_procfile import (  # noqa: F401 - fixtures
     github,
     http,
 )
-from webhooks.signatures import github_headers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

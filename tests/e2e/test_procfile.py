@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from demo.fakes.github_server import FakeGitHub
 from demo.fakes.server import FakeProviderServer
+from sync.providers.signatures import github_headers
 from tests.conftest import REDIS_URL, need_redis
-from webhooks.signatures import github_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

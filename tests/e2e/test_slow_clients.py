@@ -23,9 +23,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from sync.providers.signatures import github_headers
 from tests.e2e.test_procfile import BIN, ROOT, free_port, procfile
 from webhooks.app import MAX_BODY
-from webhooks.signatures import github_headers
 
 SECRET = "slow-clients-secret"
 # More slow clients than the old Procfile had workers (2 sync workers: two

@@ -25,8 +25,8 @@ from models import lanes, store
 from models.config import Settings
 from models.tables import Activity, Delivery, RosterEntry, SyncRun, WorkLane, Workspace
 from runtime.process import Runtime, set_runtime
+from sync.providers.signatures import github_headers, gitlab_headers
 from webhooks.app import create_app
-from webhooks.signatures import github_headers, gitlab_headers
 
 GITHUB_SECRET = "gh-webhook-secret-current"
 GITHUB_OLD_SECRET = "gh-webhook-secret-previous"

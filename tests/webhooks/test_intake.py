@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request
 from models import deliveries
 from models.base import make_engine
 from runtime.process import Runtime
+from sync.providers.signatures import github_headers, gitlab_headers, sign_github, sign_standard
 from tests.webhooks.conftest import (
     GITHUB_OLD_SECRET,
     GITHUB_SECRET,
@@ -30,7 +31,6 @@ from tests.webhooks.conftest import (
     World,
 )
 from webhooks.app import MAX_BODY, create_app
-from webhooks.signatures import github_headers, gitlab_headers, sign_github, sign_standard
 from worker.jobs import sweep
 
 ORG_ID, ORG_LOGIN = 38302899, "Octocoders"

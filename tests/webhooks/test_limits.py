@@ -11,9 +11,9 @@ import pytest
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
+from sync.providers.signatures import github_headers
 from tests.webhooks.conftest import GITHUB_SECRET, World
 from webhooks.limits import BODY_READ_SECONDS, BodyReadDeadline
-from webhooks.signatures import github_headers
 
 
 class Clock:

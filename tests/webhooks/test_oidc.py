@@ -27,11 +27,7 @@ from demo.fakes.issuer import DROP, GITHUB_ISSUER, GITLAB_ISSUER, FakeIssuer, b6
 from models import store
 from models.base import Base
 from models.config import ConfigError, Settings, load_settings
-from runtime.process import Runtime
-from sync.errors import NotFound, TransientProviderError
-from sync.providers.base import ProviderOrg
-from webhooks.app import create_app
-from webhooks.oidc import (
+from oidc.verifier import (
     REPLAYS_COUNTER,
     InvalidToken,
     OidcSettings,
@@ -39,6 +35,10 @@ from webhooks.oidc import (
     OidcVerifier,
     TokenReplayed,
 )
+from runtime.process import Runtime
+from sync.errors import NotFound, TransientProviderError
+from sync.providers.base import ProviderOrg
+from webhooks.app import create_app
 from webhooks.oidc_api import RESOLVER_EXTENSION
 
 RESOLVE = "/v1/oidc/resolve"
@@ -933,7 +933,7 @@ def test_refresh_when_keys_are_old(
     verifier_setup: tuple[FakeIssuer, OidcVerifier], fake_redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     github, verifier = verifier_setup
-    from webhooks import oidc
+    from oidc import verifier as oidc
 
     # A key the issuer withdrew stops working once the cache is refreshed.
     old_key = github.keys[0]

@@ -1,4 +1,4 @@
-"""webhooks.signatures: GitHub HMAC, GitLab tokens, Standard Webhooks."""
+"""sync.providers.signatures: GitHub HMAC, GitLab tokens, Standard Webhooks."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from webhooks.signatures import (
+from sync.providers.signatures import (
     SignatureError,
     gitlab_headers,
     sign_github,

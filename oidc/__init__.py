@@ -1,0 +1,4 @@
+"""CI tenant resolution (OIDC): a room of its own (issue 14). ``oidc.verifier``
+checks a CI job's token and names its tenant; ``webhooks.oidc_api`` is the
+HTTP view over it. Imports models and sync (the store and the provider
+types); nothing here knows Flask, RQ or the worker."""
