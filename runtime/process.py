@@ -87,7 +87,7 @@ class Runtime:
         on the first statement; the pool has then been emptied and a retry
         gets a fresh connection."""
         conn = self.intake_engine.connect()
-        if conn.dialect.name == "sqlite" or self._engine is not None:
+        if self.intake_engine is self.engine:  # shared pool: autocommit for this checkout only
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         with conn, Session(bind=conn) as s:
             yield s

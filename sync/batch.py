@@ -77,6 +77,8 @@ MAX_WAIT_LONGEST = 480.0
 def listing_wait(listings_in_burst: int) -> float:
     """How long the next listing of a burst may wait for the burst to pause."""
     return min(MAX_WAIT * 2 ** min(max(listings_in_burst, 0), 16), MAX_WAIT_LONGEST)
+
+
 # Membership hints that say "this member left": the listing they ask for needs
 # no further check for those members (sync.orgs._confirm_removals).
 REMOVAL_ACTIONS = frozenset({"member_removed", "user_remove_from_group"})
