@@ -38,3 +38,32 @@ def machine() -> str:
         pass
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores {cpu}, "
             f"Python {platform.python_version()}")
+
+
+def fresh_schema(pg_url: str, schema: str) -> str:
+    """An empty PostgreSQL schema migrated to head (dropped first if a
+    previous run left it); returns a URL whose search_path is that schema."""
+    from sqlalchemy import text
+
+    from models.base import make_engine
+    from models.migrate import upgrade
+
+    admin = make_engine(pg_url)
+    with admin.begin() as c:
+        c.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}"
+    upgrade(url)
+    return url
+
+
+def drop_schema(pg_url: str, schema: str) -> None:
+    from sqlalchemy import text
+
+    from models.base import make_engine
+
+    admin = make_engine(pg_url)
+    with admin.begin() as c:
+        c.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()

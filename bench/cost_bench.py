@@ -27,38 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import _common  # noqa: F401
-from _common import ROOT, machine
+from _common import ROOT, drop_schema, fresh_schema, machine
 
 PG = os.environ.get("ORGSYNC_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("ORGSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 SECRET = "bench-secret"
-
-
-def fresh_schema(name: str) -> str:
-    from sqlalchemy import text
-
-    from models.base import make_engine
-    from models.migrate import upgrade
-
-    admin = make_engine(PG)
-    with admin.begin() as c:
-        c.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        c.execute(text(f'CREATE SCHEMA "{name}"'))
-    admin.dispose()
-    url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{name}"
-    upgrade(url)
-    return url
-
-
-def drop_schema(name: str) -> None:
-    from sqlalchemy import text
-
-    from models.base import make_engine
-
-    admin = make_engine(PG)
-    with admin.begin() as c:
-        c.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-    admin.dispose()
 
 
 def per_unit(n: int, wall: float, cpu: float) -> str:
@@ -73,7 +46,7 @@ def intake(n: int) -> None:
     from runtime.process import Runtime
     from webhooks.app import create_app
 
-    url = fresh_schema("bench_cost_intake")
+    url = fresh_schema(PG, "bench_cost_intake")
     redis.Redis.from_url(REDIS).flushdb()
     os.environ.update(DATABASE_URL=url, REDIS_URL=REDIS, GITHUB_WEBHOOK_SECRET=SECRET, ORGSYNC_LOG_LEVEL="WARNING")
     corpus = Path(ROOT).parent / "shared/corpus/github/organization.member_added.json"
@@ -107,7 +80,7 @@ def intake(n: int) -> None:
         print(f"{name:>15}: {per_unit(n, *results[name])} per request ({n} requests, one thread)")
     ratio = results["bare Flask 202"][1] / results["orgsync intake"][1]
     print(f"ratio (bare CPU / orgsync intake CPU per request): {ratio:.3f}")
-    drop_schema("bench_cost_intake")
+    drop_schema(PG, "bench_cost_intake")
 
 
 def drain(orgs: int) -> None:
@@ -124,7 +97,7 @@ def drain(orgs: int) -> None:
     from sync import batch
     from sync.context import build_sync_context
 
-    url = fresh_schema("bench_cost_drain")
+    url = fresh_schema(PG, "bench_cost_drain")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
@@ -177,7 +150,7 @@ def drain(orgs: int) -> None:
     print(f"  per lane: {per_unit(orgs, wall, cpu)} (CPU: the drain and the in-process fake GitHub), "
           f"{counts['statements'] / orgs:.1f} SQL statements, {counts['commits'] / orgs:.1f} transactions, "
           f"{fake.request_count / orgs:.1f} provider requests")
-    drop_schema("bench_cost_drain")
+    drop_schema(PG, "bench_cost_drain")
 
 
 def main() -> None:

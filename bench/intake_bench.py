@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 import _common  # noqa: F401
-from _common import ROOT, describe_latencies, machine
+from _common import ROOT, describe_latencies, fresh_schema, machine
 
 SECRET = "bench-secret"
 PG = os.environ.get("ORGSYNC_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -120,16 +120,9 @@ def main() -> None:
     from sqlalchemy import text
 
     from models.base import make_engine
-    from models.migrate import upgrade
 
     schema = "bench_intake"
-    eng = make_engine(PG)
-    with eng.begin() as c:
-        c.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    eng.dispose()
-    db_url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
-    upgrade(db_url)
+    db_url = fresh_schema(PG, schema)
     redis.Redis.from_url(REDIS).flushdb()
     env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=REDIS, GITHUB_WEBHOOK_SECRET=SECRET)
     results = {}

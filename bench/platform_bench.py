@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 import _common  # noqa: F401
-from _common import describe_latencies, machine
+from _common import describe_latencies, drop_schema, fresh_schema, machine
 from intake_bench import free_port, gunicorn, wait_up
 
 PG = os.environ.get("ORGSYNC_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -146,19 +146,10 @@ def main() -> None:
                         help="gthread threads per worker, as the Procfile (0: gunicorn's sync workers)")
     args = parser.parse_args()
 
-    from sqlalchemy import text
 
-    from models.base import make_engine
-    from models.migrate import upgrade
 
     schema = "bench_platform"
-    eng = make_engine(PG)
-    with eng.begin() as c:
-        c.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    eng.dispose()
-    db_url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
-    upgrade(db_url)
+    db_url = fresh_schema(PG, schema)
     t0 = time.perf_counter()
     noise(db_url)
     seed(db_url, "small", 20)
@@ -199,10 +190,7 @@ def main() -> None:
         fixed = "fixed" if len(set(by_n.values())) == 1 else "NOT FIXED"
         print(f"SQL statements per {name} request: "
               + ", ".join(f"{n} workspaces: {c}" for n, c in sorted(by_n.items())) + f" ({fixed})")
-    eng = make_engine(PG)
-    with eng.begin() as c:
-        c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    eng.dispose()
+    drop_schema(PG, schema)
 
 
 if __name__ == "__main__":
