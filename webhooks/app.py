@@ -37,15 +37,19 @@ _BLUEPRINTS = (
 APP_LOAD_ERROR = 4
 
 
-def _settings_or_exit() -> Settings:
+def settings_or_exit() -> Settings:
     """The environment's settings; a bad value ends the process with one line
-    (an exception from the factory would be a traceback per gunicorn worker)."""
+    (an exception from the factory would be a traceback per gunicorn worker).
+    gunicorn.conf.py calls this in gunicorn's master before any worker starts."""
     try:
-        settings = load_settings()
+        return load_settings()
     except ConfigError as exc:
         print(f"orgsync: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(APP_LOAD_ERROR) from None
 
+
+def _settings_or_exit() -> Settings:
+    settings = settings_or_exit()
     configure_logging()
     for line in config_warnings(settings):
         logging.getLogger("orgsync.config").warning(line)
