@@ -15,18 +15,10 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from oidc.verifier import (
-    MAX_TOKEN_CHARS,
-    MalformedToken,
-    NamespaceResolver,
-    OidcError,
-    OidcSettings,
-    OidcUnavailable,
-    OidcVerifier,
-    TokenReplayed,
-    record_refusal,
-    resolve_tenant,
-)
+from oidc.errors import MalformedToken, OidcError, OidcUnavailable, TokenReplayed
+from oidc.settings import OidcSettings
+from oidc.tenant import NamespaceResolver, record_refusal, resolve_tenant
+from oidc.verifier import MAX_TOKEN_CHARS, OidcVerifier
 from webhooks.services import services
 
 log = logging.getLogger(__name__)

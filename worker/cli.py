@@ -297,7 +297,8 @@ def dev(ctx: _Ctx, host: str, port: int, demo: bool) -> None:
     upgrade(rt.settings.database_url)
     verifier = None
     if stand_in is not None:
-        from oidc.verifier import OidcSettings, OidcVerifier
+        from oidc.settings import OidcSettings
+        from oidc.verifier import OidcVerifier
 
         verifier = OidcVerifier(OidcSettings.from_settings(rt.settings), rt.redis, stand_in.oidc_http)
     app = create_app(runtime=rt, oidc_verifier=verifier)
