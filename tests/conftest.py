@@ -69,7 +69,7 @@ def need_corpus() -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_github_tokens() -> Iterator[None]:
     """Installation tokens are cached per process; each test starts without them."""
-    from sync.providers.github import clear_token_cache
+    from sync.providers.github_auth import clear_token_cache
 
     clear_token_cache()
     yield

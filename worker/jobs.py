@@ -230,7 +230,7 @@ def warm_up(rt: Runtime) -> None:
     import sync.login
     import sync.orgs
     import sync.providers.gitlab  # noqa: F401
-    from sync.providers.github import parsed_private_key
+    from sync.providers.github_auth import parsed_private_key
 
     if rt.settings.github_app_private_key:
         try:

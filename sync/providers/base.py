@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol, runtime_checkable
 
 from sync.roles import AccessRole
@@ -159,20 +157,3 @@ class Provider(Protocol):
         token can see, with the user's role in each."""
         ...
 
-
-def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
-    """When a ``Retry-After`` header says to try again, or None if it says nothing usable.
-
-    Both forms of RFC 9110: delay-seconds (capped at a day, so a bogus huge
-    value cannot overflow) and an HTTP date (read as UTC when it has no zone).
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return now + timedelta(seconds=min(int(value), 86400))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,14 +22,7 @@ import gitlab
 import gitlab.exceptions
 import requests
 
-from sync.errors import (
-    AuthBroken,
-    InvalidUserToken,
-    NotFound,
-    ProviderError,
-    RateLimited,
-    TransientProviderError,
-)
+from sync.errors import NotFound, ProviderError, RateLimited, TransientProviderError
 from sync.providers.base import (
     InstallationCache,
     PageCache,
@@ -40,14 +33,12 @@ from sync.providers.base import (
     ProviderUser,
     RosterPage,
     TokenOrg,
-    parse_retry_after,
 )
+from sync.providers.http_errors import NETWORK_ERRORS, parse_reset_epoch, raise_for_status, retry_at
 from sync.roles import gitlab_role
 
 __all__ = ["GitLabProvider", "NotAGroup"]
 
-# A secondary (unannounced) limit without Retry-After: wait at least this long.
-_DEFAULT_RATE_LIMIT_WAIT = timedelta(seconds=60)
 # GitLab nests groups at most 20 deep; anything longer is a cycle or a lie.
 _MAX_GROUP_DEPTH = 32
 _GUEST = 10
@@ -323,11 +314,7 @@ class GitLabProvider:
             )
         except gitlab.exceptions.GitlabError as exc:
             status = exc.response_code
-        except (
-            requests.Timeout,
-            requests.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-        ) as exc:
+        except NETWORK_ERRORS as exc:
             status, network_error = None, type(exc).__name__
         except requests.RequestException as exc:
             status, other_error = None, type(exc).__name__
@@ -348,17 +335,7 @@ def _raise_mapped(
     if status == 429:
         reset_at, secondary = _rate_limit_reset(headers, datetime.now(UTC))
         raise RateLimited(reset_at, secondary=secondary, message=f"{where} (rate limited)")
-    if status is not None and status >= 500:
-        raise TransientProviderError(where)
-    if status in (401, 403):
-        # A user's token failing is that user's problem (login sync answers
-        # 401); our own token failing means the org link is broken.
-        if user_token:
-            raise InvalidUserToken(where)
-        raise AuthBroken(where)
-    if status == 404:
-        raise NotFound(where)
-    raise ProviderError(where)
+    raise_for_status(status, where, user_token=user_token)
 
 
 def _rate_limit_reset(headers: Mapping[str, str], now: datetime) -> tuple[datetime, bool]:
@@ -368,20 +345,11 @@ def _rate_limit_reset(headers: Mapping[str, str], now: datetime) -> tuple[dateti
     ``Retry-After``; a proxy or an unannounced limit may send only
     ``Retry-After`` or nothing, which we treat as secondary (back off).
     """
-    reset_at: datetime | None = None
-    reset = headers.get("RateLimit-Reset")
-    if reset:
-        try:
-            reset_at = datetime.fromtimestamp(int(float(reset)), tz=UTC)
-        except (ValueError, OverflowError, OSError):
-            reset_at = None
+    reset_at = parse_reset_epoch(headers.get("RateLimit-Reset"))
     if reset_at is not None:
         # Never in the past, whatever the clock skew between us and GitLab.
         return max(reset_at, now), False
-    retry_at = parse_retry_after(headers.get("Retry-After"), now)
-    if retry_at is not None:
-        return max(retry_at, now), True
-    return now + _DEFAULT_RATE_LIMIT_WAIT, True
+    return retry_at(headers.get("Retry-After"), now), True
 
 
 def _next_page(response: requests.Response, page: int, count: int, per_page: int) -> int | None:

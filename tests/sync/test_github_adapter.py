@@ -478,6 +478,7 @@ def test_rate_limited_token_exchange_is_not_auth_broken(
         {"status": 500, "json": {"message": "Server Error"}},
         {"status": 502, "body": "<html>Bad gateway</html>"},
         {"status": 503, "json": {"message": "Service Unavailable"}},
+        {"status": 408, "json": {"message": "Request Timeout"}},
         {"body": requests.exceptions.ConnectionError("refused")},
         {"body": requests.exceptions.ReadTimeout("slow")},
         {"status": 200, "body": "<html>captive portal</html>"},

@@ -331,8 +331,9 @@ def test_rate_limit_without_headers_waits_at_least_a_minute(
     assert len(rsps.calls) == 1
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_server_errors_are_transient_and_not_retried(
+# 408: the request timed out on the way; like a 5xx, worth another try later.
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
+def test_server_errors_and_timeouts_are_transient_and_not_retried(
     rsps: responses.RequestsMock, provider: GitLabProvider, status: int
 ) -> None:
     rsps.get(f"{API}/groups/7", json={"message": "boom"}, status=status)
