@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from models.errors import (
@@ -32,6 +32,7 @@ from models.ids import parse_id
 from models.tables import (
     Activity,
     Counter,
+    HttpCacheEntry,
     Identity,
     Invitation,
     Membership,
@@ -125,6 +126,27 @@ def list_activity(
     return list(session.scalars(stmt.order_by(Activity.seq).limit(limit)))
 
 
+def latest_seq(session: Session) -> int:
+    """The newest activity sequence number (0 while the log is empty)."""
+    return int(session.scalar(select(func.max(Activity.seq))) or 0)
+
+
+def activity_seqs(session: Session, actors: Sequence[str], *, after: int = 0, limit: int | None = None) -> list[int]:
+    """Sequence numbers of the entries logged by ``actors`` after ``after``,
+    oldest first, at most ``limit`` of them."""
+    stmt = select(Activity.seq).where(Activity.seq > after, Activity.actor.in_(list(actors))).order_by(Activity.seq)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def reattribute_activity(session: Session, from_actor: str, to_actor: str) -> None:
+    """Relabel every entry logged as ``from_actor`` with ``to_actor`` (an
+    actor named after an id that did not exist yet when the entries were
+    written: a first login's account)."""
+    session.execute(update(Activity).where(Activity.actor == from_actor).values(actor=to_actor))
+
+
 def activity_to_dict(a: Activity) -> dict[str, Any]:
     return {
         "seq": a.seq,
@@ -187,6 +209,15 @@ def get_identity(session: Session, provider: str, provider_user_id: int) -> Iden
             Identity.provider == provider, Identity.provider_user_id == provider_user_id
         )
     )
+
+
+def set_identity_login(session: Session, provider: str, provider_user_id: int, login: str) -> None:
+    """The login label of the account linked to this provider id follows the
+    provider (no-op when no account is linked). Roster entries are not
+    touched: the caller has just re-read them."""
+    ident = get_identity(session, provider, provider_user_id)
+    if ident is not None and ident.login != login:
+        ident.login = login
 
 
 def _free_username(session: Session, wanted: str, provider: str | None) -> str:
@@ -364,6 +395,46 @@ def _take_label(session: Session, ws: Workspace, login: str) -> None:
     )
     ws.provider_org_login = login
     ws.provider_org_login_lower = login.lower()
+
+
+def lock_workspace(session: Session, workspace_id: str) -> Workspace:
+    """Load the workspace with a row lock (PostgreSQL; SQLite locks on write).
+
+    Full, member and login syncs of one org apply under this lock, so two of
+    them cannot each plan against a roster the other is changing.
+    """
+    # Lock with a plain column select: the mapped Workspace eager-joins its
+    # owner, and PostgreSQL refuses FOR UPDATE on an outer join's nullable side.
+    session.execute(
+        select(Workspace.id).where(Workspace.id == workspace_id).with_for_update()
+    ).first()
+    ws = session.get(Workspace, workspace_id, populate_existing=True)
+    if ws is None:
+        raise WorkspaceNotFound(f"no workspace {workspace_id!r}")
+    return ws
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceState:
+    """What a drain of an org's lane needs to know of its workspace."""
+
+    id: str
+    provider: str | None
+    status: str
+    installation_id: int | None
+
+
+def workspace_state(session: Session, provider: str, org_id: int) -> WorkspaceState | None:
+    """The provider workspace of an org, as columns (no ORM object, no owner join)."""
+    row = session.execute(
+        select(Workspace.id, Workspace.provider, Workspace.status, Workspace.installation_id)
+        .where(Workspace.kind == "provider", Workspace.provider == provider, Workspace.provider_org_id == org_id)
+    ).first()
+    return WorkspaceState(row[0], row[1], row[2], row[3]) if row is not None else None
+
+
+def mark_full_synced(ws: Workspace) -> None:
+    ws.last_full_sync_at = utcnow()
 
 
 def get_provider_workspace(session: Session, provider: str, org_id: int) -> Workspace | None:
@@ -796,7 +867,7 @@ def apply_roster_changes(
     touched = [r.provider_user_id for r in adds] + removals_l + [r.provider_user_id for r, _ in role_changes_l]
     subjects = member_subjects(session, str(ws.provider), touched)
     # A removed member's login is read before its row goes.
-    removed_logins = _roster_logins(session, ws.id, removals_l)
+    removed_logins = roster_logins(session, ws.id, removals_l)
     if adds:
         rows = [
             {"workspace_id": ws.id, "provider_user_id": r.provider_user_id, "login": r.login,
@@ -872,7 +943,9 @@ def member_subjects(session: Session, provider: str, provider_user_ids: Iterable
     return {uid: member_subject(provider, uid, accounts.get(uid)) for uid in ids}
 
 
-def _roster_logins(session: Session, workspace_id: str, provider_user_ids: list[int]) -> dict[int, str]:
+def roster_logins(session: Session, workspace_id: str, provider_user_ids: Sequence[int]) -> dict[int, str]:
+    """The stored login of each of these members who is in the roster."""
+    provider_user_ids = list(provider_user_ids)
     logins: dict[int, str] = {}
     for i in range(0, len(provider_user_ids), 2000):
         logins.update(session.execute(
@@ -881,6 +954,97 @@ def _roster_logins(session: Session, workspace_id: str, provider_user_ids: list[
                    RosterEntry.provider_user_id.in_(provider_user_ids[i : i + 2000]))
         ).tuples().all())
     return logins
+
+
+def roster_count(session: Session, workspace_id: str) -> int:
+    return int(session.scalar(
+        select(func.count()).select_from(RosterEntry).where(RosterEntry.workspace_id == workspace_id)
+    ) or 0)
+
+
+def roster_workspace_ids(session: Session, provider: str, provider_user_id: int) -> list[str]:
+    """The provider's workspaces whose roster lists the member, by workspace id."""
+    return list(session.scalars(
+        select(RosterEntry.workspace_id)
+        .join(Workspace, Workspace.id == RosterEntry.workspace_id)
+        .where(Workspace.provider == provider, RosterEntry.provider_user_id == provider_user_id)
+        .order_by(RosterEntry.workspace_id)
+    ))
+
+
+def roster_login(session: Session, provider_user_id: int, workspace_ids: Sequence[str]) -> str | None:
+    """The member's login as one of these workspaces' rosters stores it."""
+    return session.scalar(select(RosterEntry.login).where(
+        RosterEntry.provider_user_id == provider_user_id, RosterEntry.workspace_id.in_(list(workspace_ids))
+    ).limit(1))
+
+
+@dataclass(frozen=True, slots=True)
+class MemberWorkspace:
+    """A provider workspace whose roster lists a member, with the member's stored login."""
+
+    workspace_id: str
+    org_id: int | None
+    org_login: str | None
+    installation_id: int | None
+    link_status: str
+    status: str
+    login: str
+
+
+def member_workspaces(
+    session: Session, provider: str, provider_user_id: int, *, except_org_ids: Iterable[int] = ()
+) -> list[MemberWorkspace]:
+    """The provider workspaces whose roster lists the member, but for the orgs
+    in ``except_org_ids``, by org id."""
+    excluded = list(except_org_ids) or [-1]
+    rows = session.execute(
+        select(Workspace.id, Workspace.provider_org_id, Workspace.provider_org_login,
+               Workspace.installation_id, Workspace.link_status, Workspace.status, RosterEntry.login)
+        .join(RosterEntry, RosterEntry.workspace_id == Workspace.id)
+        .where(
+            Workspace.provider == provider,
+            Workspace.kind == "provider",
+            RosterEntry.provider_user_id == provider_user_id,
+            Workspace.provider_org_id.not_in(excluded),
+        )
+        .order_by(Workspace.provider_org_id)
+    )
+    return [MemberWorkspace(*row) for row in rows]
+
+
+# The ETag cache of a workspace's roster pages: {url: (etag, [[id, login, role], ...])}.
+RosterPages = dict[str, tuple[str, list[Any]]]
+
+
+def cached_roster_pages(session: Session, workspace_id: str) -> RosterPages:
+    rows = session.execute(
+        select(HttpCacheEntry.url, HttpCacheEntry.etag, HttpCacheEntry.payload).where(
+            HttpCacheEntry.workspace_id == workspace_id
+        )
+    )
+    return {url: (etag, payload or []) for url, etag, payload in rows}
+
+
+def save_roster_pages(session: Session, workspace_id: str, pages: RosterPages, *, drop: Iterable[str] = ()) -> None:
+    """Store these pages (replacing their old copies) and forget the pages in ``drop``."""
+    doomed = sorted(set(pages) | set(drop))
+    for i in range(0, len(doomed), 500):
+        session.execute(
+            delete(HttpCacheEntry).where(
+                HttpCacheEntry.workspace_id == workspace_id,
+                HttpCacheEntry.url.in_(doomed[i : i + 500]),
+            )
+        )
+    now = utcnow()
+    rows = [
+        {"workspace_id": workspace_id, "url": url, "etag": etag[:255], "payload": payload, "updated_at": now}
+        for url, (etag, payload) in pages.items()
+        if len(url) <= 1000
+    ]
+    # Pages are small (100 members); a few hundred per statement.
+    for i in range(0, len(rows), 200):
+        session.execute(insert(HttpCacheEntry), rows[i : i + 200])
 
 
 def _dedupe(rows: Iterable[StoredMember]) -> list[StoredMember]:
@@ -995,6 +1159,129 @@ def user_workspaces(session: Session, user: User) -> list[tuple[Workspace, str]]
     return out
 
 
+# --------------------------------------------------------------------------- sync runs
+
+
+def open_run(
+    session: Session, ws: Workspace, *, kind: str, trigger: str, forced: bool = False
+) -> SyncRun:
+    run = SyncRun(
+        workspace_id=ws.id,
+        kind=kind,
+        trigger=trigger[:255],
+        forced=forced,
+        result="running",
+        started_at=utcnow(),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+@dataclass
+class RunOutcome:
+    result: str  # ok | held | failed | rate_limited | auth_broken | skipped
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    api_calls: int = 0
+    not_modified: int = 0
+    error: str | None = None
+    details: dict[str, Any] | None = None
+
+
+def finish_run(session: Session, run_id: int, outcome: RunOutcome) -> SyncRun:
+    """Record how a run ended, with its ``sync.finished``/``sync.held`` entry.
+
+    Skipped runs get no activity entry: nothing was attempted, and a
+    disconnected org resynced every few hours would otherwise flood the
+    change feed with no-ops.
+    """
+    run = session.get(SyncRun, run_id, populate_existing=True)
+    if run is None:  # the workspace was deleted while we read the provider
+        raise WorkspaceNotFound(f"sync run {run_id} is gone (workspace deleted)")
+    run.result = outcome.result
+    run.finished_at = utcnow()
+    run.added, run.removed, run.changed = outcome.added, outcome.removed, outcome.changed
+    run.api_calls, run.not_modified = outcome.api_calls, outcome.not_modified
+    run.error = outcome.error[:2000] if outcome.error else None
+    run.details = outcome.details or {}
+    session.flush()
+    if outcome.result != "skipped":
+        action = "sync.held" if outcome.result == "held" else "sync.finished"
+        log_activity(
+            session,
+            run.workspace_id,
+            f"sync:{run.id}",
+            action,
+            run.kind,
+            {
+                "run": run.id,
+                "kind": run.kind,
+                "trigger": run.trigger,
+                "result": run.result,
+                "forced": run.forced,
+                "added": run.added,
+                "removed": run.removed,
+                "changed": run.changed,
+                "api_calls": run.api_calls,
+                "not_modified": run.not_modified,
+                "error": run.error,
+                **(outcome.details or {}),
+            },
+        )
+    return run
+
+
+_MEMBER_ACTIONS = ("member.added", "member.removed", "member.role_changed")
+
+
+def settled_members_since(session: Session, workspace_id: str, start_seq: int, actor: str, run_id: int) -> set[int]:
+    """Provider user ids another run re-read after ours started: their entry
+    is at least as fresh as our listing, which must not undo it.
+
+    Two signs: a roster change another run committed after ours started (the
+    activity sequence is commit-ordered), and a member re-read that changed
+    nothing (a member who left before the store ever listed them writes no
+    activity, yet our listing, read before they left, would add them back)."""
+    rows = session.scalars(
+        select(Activity.details).where(
+            Activity.workspace_id == workspace_id,
+            Activity.seq > start_seq,
+            Activity.action.in_(_MEMBER_ACTIONS),
+            Activity.actor != actor,
+        )
+    )
+    out: set[int] = set()
+    for details in rows:
+        uid = (details or {}).get("provider_user_id")
+        if isinstance(uid, int):
+            out.add(uid)
+    # Member runs opened after ours (run ids are allocated at open) that
+    # finished: each names the members it read.
+    for details in session.scalars(
+        select(SyncRun.details).where(
+            SyncRun.workspace_id == workspace_id, SyncRun.kind == "member", SyncRun.id > run_id,
+            SyncRun.result == "ok",
+        )
+    ):
+        d = details or {}
+        ids = d.get("provider_user_ids")
+        if isinstance(ids, list):
+            out.update(u for u in ids if isinstance(u, int))
+        uid = d.get("provider_user_id")
+        if isinstance(uid, int):
+            out.add(uid)
+    return out
+
+
+def last_sync_run(session: Session, ws: Workspace) -> SyncRun | None:
+    return session.scalar(
+        select(SyncRun).where(SyncRun.workspace_id == ws.id, SyncRun.kind == "full")
+        .order_by(SyncRun.id.desc()).limit(1)
+    )
+
+
 # --------------------------------------------------------------------------- views
 
 
@@ -1013,13 +1300,6 @@ def workspace_to_dict(ws: Workspace) -> dict[str, Any]:
         "owner": {"id": owner.id, "username": owner.username} if owner else None,
         "subscription": ws.subscription_plan,
     }
-
-
-def last_sync_run(session: Session, ws: Workspace) -> SyncRun | None:
-    return session.scalar(
-        select(SyncRun).where(SyncRun.workspace_id == ws.id, SyncRun.kind == "full")
-        .order_by(SyncRun.id.desc()).limit(1)
-    )
 
 
 def sync_run_to_dict(run: SyncRun) -> dict[str, Any]:

@@ -39,12 +39,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-
 from models import deliveries, lanes, store
 from models.deliveries import Claimed
 from models.lanes import FullSyncRequest
-from models.tables import Activity, RosterEntry, Workspace, as_utc, utcnow
+from models.tables import as_utc, utcnow
 from sync import events, members, orgs
 from sync.context import SyncContext
 from sync.errors import RateLimited, TransientProviderError
@@ -276,12 +274,10 @@ class Drain:
         if self.org_id is None:
             return _Lane(None, None, None, None)
         with self.ctx.session() as s:
-            ws = s.execute(select(Workspace.id, Workspace.provider, Workspace.status, Workspace.installation_id)
-                           .where(Workspace.kind == "provider", Workspace.provider == self.provider,
-                                  Workspace.provider_org_id == self.org_id)).first()
+            ws = store.workspace_state(s, self.provider, self.org_id)
         if ws is None:
             return _Lane(None, self.provider, None, None)
-        return _Lane(ws[0], ws[1], ws[2], ws[3])
+        return _Lane(ws.id, ws.provider, ws.status, ws.installation_id)
 
     def _plain_hint(self, row: Claimed, state: _Lane) -> bool:
         """A hint the drain may merge: its login noted, its payload dropped."""
@@ -358,8 +354,7 @@ class Drain:
             seg.extend(self._take_hints(state))
         uids = self._distinct(seg)
         with self.ctx.session() as s:
-            n = int(s.scalar(select(func.count()).select_from(RosterEntry)
-                             .where(RosterEntry.workspace_id == state.workspace_id)) or 0)
+            n = store.roster_count(s, state.workspace_id)
             budget = lanes.hint_budget(s, self.lane, quiet=BURST_QUIET)
         listing_cost = math.ceil(n / 100) + HINT_CONSTANT
         if budget.reads + len(uids) <= listing_cost:
@@ -449,8 +444,7 @@ class Drain:
             if result == "ok":
                 # The change-feed entries the run made (capped: a listing that
                 # served a burst may have made thousands).
-                activity = list(s.scalars(select(Activity.seq).where(
-                    Activity.actor == f"sync:{run.get('id')}").order_by(Activity.seq).limit(100)))
+                activity = store.activity_seqs(s, [f"sync:{run.get('id')}"], limit=100)
                 n = deliveries.finish_processed(s, ids, self.holder, {
                     "result": "member_synced", "via": via, "workspace": run.get("workspace"),
                     "hints": len(ids), "sync": summary, "activity": activity})

@@ -59,16 +59,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import deliveries, store
 from models import installations as inst_store
-from models.errors import DeliveryNotFound, StoreError
+from models.errors import StoreError
 from models.ids import parse_id
-from models.tables import Activity, Delivery, RosterEntry, Workspace, utcnow
+from models.tables import Workspace, utcnow
 from sync import installations, orgs
-from sync.apply import lock_workspace
 from sync.context import SyncContext
 from sync.errors import ProviderError, ProviderSaysGone, RateLimited, TransientProviderError
 from sync.providers.base import ProviderOrg
@@ -305,23 +303,6 @@ def triage(session: Session, provider: str, event: str, payload: dict[str, Any])
 # --------------------------------------------------------------------------- processing
 
 
-def _max_seq(session: Session) -> int:
-    return int(session.scalar(select(func.max(Activity.seq))) or 0)
-
-
-def _activity_of(session: Session, actors: list[str], after: int) -> list[int]:
-    """Sequence numbers of the activity entries this delivery caused: its own
-    (actor ``webhook:<id>``) and those of the sync runs it ran inline
-    (actor ``sync:<run id>``, the run's trigger naming this delivery)."""
-    return list(
-        session.scalars(
-            select(Activity.seq)
-            .where(Activity.seq > after, Activity.actor.in_(actors))
-            .order_by(Activity.seq)
-        )
-    )
-
-
 def _run_ids(result: dict[str, Any]) -> list[int]:
     sync = result.get("sync")
     if isinstance(sync, dict) and isinstance(sync.get("id"), int):
@@ -349,7 +330,7 @@ def handle_delivery(
     gives the same answer.
     """
     with ctx.session() as s:
-        first_seq = _max_seq(s)
+        first_seq = store.latest_seq(s)
     actor = f"webhook:{delivery_id}"
     try:
         payload = json.loads(payload_text)
@@ -384,7 +365,9 @@ def handle_delivery(
                                                 f"{run.get('error') or ''}".strip())
     with ctx.session() as s:
         actors = [actor] + [f"sync:{run_id}" for run_id in _run_ids(result)]
-        result["activity"] = _activity_of(s, actors, first_seq)
+        # The entries this delivery caused: its own (actor ``webhook:<id>``)
+        # and those of the sync runs it ran inline (actor ``sync:<run id>``).
+        result["activity"] = store.activity_seqs(s, actors, after=first_seq)
     return Handled(deliveries.PROCESSED, result)
 
 
@@ -398,10 +381,7 @@ def process_delivery(ctx: SyncContext, delivery_id: str, enqueue: Enqueuer) -> s
     """
     with ctx.session() as s:
         if not deliveries.begin(s, delivery_id):
-            d = s.get(Delivery, delivery_id)
-            if d is None:
-                raise DeliveryNotFound(f"no delivery {delivery_id!r}")
-            return d.status
+            return deliveries.get_delivery(s, delivery_id).status
         d = deliveries.get_delivery(s, delivery_id)
         provider, event, payload_text = d.provider, d.event, d.payload
     try:
@@ -493,14 +473,14 @@ def _process_github(
     if key == ("installation", "suspend"):
         verdict = installations.verify_suspended(ctx, ws_id)
         with ctx.session() as s:
-            ws = lock_workspace(s, ws_id)
+            ws = store.lock_workspace(s, ws_id)
             if not verdict.confirmed:
                 return {**installations.record_contradiction(
                     s, ws_id, actor=actor, hint="installation.suspend", verdict=verdict, subject=ws.name), **hint}
             changed = store.suspend(s, ws, actor=actor)
             return {"result": "suspended" if changed else "unchanged", "workspace": ws_id, **hint}
     with ctx.session() as s:
-        ws = lock_workspace(s, ws_id)
+        ws = store.lock_workspace(s, ws_id)
         changed = False
         if key == ("installation", "unsuspend"):
             changed = store.unsuspend(s, ws, actor=actor)
@@ -550,7 +530,7 @@ def _adopt(
         out["installation_hint"] = {"payload": t.installation_id, "live": found.installation_id}
     if found.suspended:
         with ctx.session() as s:
-            store.suspend(s, lock_workspace(s, ws_id), actor=actor)
+            store.suspend(s, store.lock_workspace(s, ws_id), actor=actor)
         return {**out, "full_sync_queued": False}
     # Queued, not run here: the per-org serialisation and coalescing of every
     # other full sync apply (a stream of events naming alternating ids once
@@ -570,7 +550,7 @@ def _verified_disconnect(
             return {"result": "unchanged", "workspace": ws_id, "reason": "already disconnected"}
     verdict = verify()
     with ctx.session() as s:
-        ws = lock_workspace(s, ws_id)
+        ws = store.lock_workspace(s, ws_id)
         if not verdict.confirmed:
             return installations.record_contradiction(s, ws_id, actor=actor, hint=hint, verdict=verdict,
                                                       subject=ws.name)
@@ -668,17 +648,6 @@ def _process_gitlab(
     return {"result": "full_sync_queued", "workspace": ws_id, "changed": changed}
 
 
-def _gitlab_workspaces_with_member(s: Session, uid: int) -> list[str]:
-    return list(
-        s.scalars(
-            select(RosterEntry.workspace_id)
-            .join(Workspace, Workspace.id == RosterEntry.workspace_id)
-            .where(Workspace.provider == "gitlab", RosterEntry.provider_user_id == uid)
-            .order_by(RosterEntry.workspace_id)
-        )
-    )
-
-
 def _gitlab_user_renamed(ctx: SyncContext, uid: int, new_login: str, actor: str) -> dict[str, Any]:
     """Logins are labels, but a late rename hook carries a login that may
     already be stale (renamed twice, hooks delivered out of order): re-read
@@ -686,15 +655,13 @@ def _gitlab_user_renamed(ctx: SyncContext, uid: int, new_login: str, actor: str)
     login GitLab gives now. Access, keyed by id, is re-read with it."""
 
     with ctx.session() as s:
-        workspace_ids = list(_gitlab_workspaces_with_member(s, uid))
+        workspace_ids = store.roster_workspace_ids(s, "gitlab", uid)
     runs = [orgs.member_sync(ctx, ws_id, uid, None, trigger=_trigger(actor)) for ws_id in workspace_ids]
     with ctx.session() as s:
         # The account's label follows what GitLab just said, not the hook.
-        ident = store.get_identity(s, "gitlab", uid)
-        current = s.scalar(select(RosterEntry.login).where(
-            RosterEntry.provider_user_id == uid, RosterEntry.workspace_id.in_(workspace_ids)).limit(1))
-        if ident is not None and current and ident.login != current:
-            ident.login = current
+        current = store.roster_login(s, uid, workspace_ids)
+        if current:
+            store.set_identity_login(s, "gitlab", uid, current)
     return {"result": "user_renamed", "provider_user_id": uid, "login_in_hook": new_login,
             "workspaces": workspace_ids, "syncs": _jsonable(runs)}
 
@@ -711,8 +678,8 @@ def _gitlab_user_destroyed(ctx: SyncContext, uid: int, actor: str) -> dict[str, 
                     "provider_user_id": uid}
     with ctx.session() as s:
         removed_from = []
-        for ws_id in _gitlab_workspaces_with_member(s, uid):
-            ws = lock_workspace(s, ws_id)
+        for ws_id in store.roster_workspace_ids(s, "gitlab", uid):
+            ws = store.lock_workspace(s, ws_id)
             store.apply_roster_changes(s, ws, removals=[uid], actor=actor)
             removed_from.append(ws_id)
     return {"result": "user_removed", "provider_user_id": uid, "workspaces": removed_from}

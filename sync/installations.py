@@ -30,7 +30,6 @@ from models import installations as inst_store
 from models import store
 from models.errors import InvalidState
 from models.tables import Workspace, utcnow
-from sync.apply import lock_workspace
 from sync.context import SyncContext, close_provider
 from sync.errors import NotFound, ProviderSaysGone
 from sync.providers.base import CachedInstallations, ProviderInstallation, ProviderOrg
@@ -112,7 +111,7 @@ def discover_installation(
             return target.installation_id
     found = live_installation(ctx, target.org())
     with ctx.session() as s:
-        ws = lock_workspace(s, workspace_id)
+        ws = store.lock_workspace(s, workspace_id)
         inst_store.mark_checked(s, ws)
         if found is not None:
             inst_store.set_installation(s, ws, found.installation_id, actor=trigger)
@@ -136,7 +135,7 @@ def resolve_hint(ctx: SyncContext, workspace_id: str, hinted: int | None, *, act
     found = live_installation(ctx, target.org())
     live = found.installation_id if found is not None else None
     with ctx.session() as s:
-        ws = lock_workspace(s, workspace_id)
+        ws = store.lock_workspace(s, workspace_id)
         inst_store.mark_checked(s, ws)
         if live is not None and live != ws.installation_id:
             inst_store.set_installation(s, ws, live, actor=actor)
@@ -163,7 +162,7 @@ def verify_uninstalled(ctx: SyncContext, workspace_id: str, *, actor: str) -> Ve
     if found is None:
         return Verdict(True, f"GitHub reports no installation of the app on {target.login}")
     with ctx.session() as s:
-        ws = lock_workspace(s, workspace_id)
+        ws = store.lock_workspace(s, workspace_id)
         inst_store.mark_checked(s, ws)
         if found.installation_id != ws.installation_id:
             # The hint was stale, but it showed our stored id may be: heal it.
@@ -248,7 +247,7 @@ def reconnect_workspace(ctx: SyncContext, workspace_id: str, *, actor: str, enqu
         finally:
             close_provider(provider)
     with ctx.session() as s:
-        ws = lock_workspace(s, workspace_id)
+        ws = store.lock_workspace(s, workspace_id)
         changed = False
         if live is not None:
             inst_store.mark_checked(s, ws)
@@ -338,7 +337,7 @@ def reconcile_installations(ctx: SyncContext, enqueue: Enqueuer, *, trigger: str
                     to_sync.append(ws.id)
                 inst_store.mark_checked(s, ws)
                 continue
-            ws = lock_workspace(s, ws.id)
+            ws = store.lock_workspace(s, ws.id)
             inst_store.mark_checked(s, ws)
             # Same id with a broken link is left alone: the link broke for a
             # reason (permissions) that re-pointing would not fix.
@@ -367,7 +366,7 @@ def reconcile_installations(ctx: SyncContext, enqueue: Enqueuer, *, trigger: str
         # before taking access away (the listing may lag a reinstall).
         now = live_installation(ctx, target.org())
         with ctx.session() as s:
-            ws = lock_workspace(s, target.workspace_id)
+            ws = store.lock_workspace(s, target.workspace_id)
             inst_store.mark_checked(s, ws)
             if now is None:
                 if store.disconnect(s, ws, actor=trigger, reason="app_uninstalled"):

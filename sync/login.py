@@ -16,12 +16,9 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, update
-
 from models import installations as inst_store
 from models import store
-from models.tables import Activity, RosterEntry, Workspace
-from sync.apply import apply_plan, lock_workspace
+from sync.apply import apply_plan
 from sync.context import SyncContext, close_provider
 from sync.errors import ProviderError
 from sync.installations import (
@@ -79,7 +76,7 @@ def login_sync(
                 s, provider, uid, me.login, actor=placeholder
             )
             actor = f"login:{user.id}"
-            s.execute(update(Activity).where(Activity.actor == placeholder).values(actor=actor))
+            store.reattribute_activity(s, placeholder, actor)
 
         added = removed = changed = 0
         reconnected: set[str] = set()
@@ -94,7 +91,7 @@ def login_sync(
                     installation_id=token_org.org.installation_id,
                 )
             else:
-                ws = lock_workspace(s, ws.id)
+                ws = store.lock_workspace(s, ws.id)
                 if ws.status == "disconnected" and inst_store.last_disconnect_reason(s, ws.id) != "operator":
                     # The token just listed the org with this user in it: the
                     # org is back. An operator's disconnect stands until an
@@ -104,8 +101,7 @@ def login_sync(
                 if token_org.org.login and token_org.org.login != ws.provider_org_login:
                     # The provider named the org by its id: a rename to follow.
                     store.rename_provider_workspace(s, ws, token_org.org.login, actor=actor)
-            entry = s.get(RosterEntry, (ws.id, uid))
-            stored = store.StoredMember(uid, entry.login, entry.role) if entry is not None else None
+            stored = store.roster(s, ws.id, only=[uid]).get(uid)
             assert token_org.role is not None  # _listed_orgs keeps only orgs that give access
             p = plan_member(stored, uid, ProviderMember(uid, me.login, token_org.role))
             a, r, c = apply_plan(s, ws, p, actor=actor)
@@ -116,21 +112,11 @@ def login_sync(
 
         # Orgs of this provider where the roster still lists the user but the
         # token no longer does: they left (or lost access).
-        stale = s.scalars(
-            select(Workspace.id)
-            .join(RosterEntry, RosterEntry.workspace_id == Workspace.id)
-            .where(
-                Workspace.provider == provider,
-                Workspace.kind == "provider",
-                RosterEntry.provider_user_id == uid,
-                Workspace.provider_org_id.not_in(list(listed) or [-1]),
-            )
-            .order_by(Workspace.provider_org_id)
-        ).all()
+        stale = [m.workspace_id for m in store.member_workspaces(s, provider, uid, except_org_ids=listed)]
         for ws_id in stale:
             if ws_id in kept:
                 continue
-            ws = lock_workspace(s, ws_id)
+            ws = store.lock_workspace(s, ws_id)
             _, r, _ = apply_plan(s, ws, Plan(removals=(uid,)), actor=actor)
             removed += r
 
@@ -195,37 +181,27 @@ def _still_members_elsewhere(
     entry is kept otherwise, for the next full sync to settle.
     """
     with ctx.session() as s:
-        rows = s.execute(
-            select(Workspace.id, Workspace.provider_org_id, Workspace.provider_org_login,
-                   Workspace.installation_id, Workspace.link_status, Workspace.status, RosterEntry.login)
-            .join(RosterEntry, RosterEntry.workspace_id == Workspace.id)
-            .where(
-                Workspace.provider == provider,
-                Workspace.kind == "provider",
-                RosterEntry.provider_user_id == uid,
-                Workspace.provider_org_id.not_in(list(listed) or [-1]),
-            )
-        ).all()
+        rows = store.member_workspaces(s, provider, uid, except_org_ids=listed)
     kept: set[str] = set()
-    for ws_id, org_id, org_login, installation_id, link, status, login in rows:
-        readable = status == "active" and link == "ok" and (
-            provider == "gitlab" or installation_id is not None)
+    for row in rows:
+        readable = row.status == "active" and row.link_status == "ok" and (
+            provider == "gitlab" or row.installation_id is not None)
         if not readable:
             continue
-        adapter = ctx.provider_for(provider, installation_id)
-        org = ProviderOrg(provider="github" if provider == "github" else "gitlab", org_id=int(org_id or 0),
-                          login=org_login or "", installation_id=installation_id)
+        adapter = ctx.provider_for(provider, row.installation_id)
+        org = ProviderOrg(provider="github" if provider == "github" else "gitlab", org_id=int(row.org_id or 0),
+                          login=row.org_login or "", installation_id=row.installation_id)
         try:
-            member = adapter.get_member(org, uid, login)
+            member = adapter.get_member(org, uid, row.login)
         except ProviderError as exc:
             log.warning("login sync: could not confirm that user %s left %s org %s (%s); kept",
-                        uid, provider, org_id, type(exc).__name__)
-            kept.add(ws_id)
+                        uid, provider, row.org_id, type(exc).__name__)
+            kept.add(row.workspace_id)
             continue
         finally:
             close_provider(adapter)
         if member is not None and member.role is not None:
-            kept.add(ws_id)
+            kept.add(row.workspace_id)
     return kept
 
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
-
 from models import store
-from models.tables import RosterEntry
-from sync.apply import RunOutcome, apply_plan, finish_run, lock_workspace, open_run
+from models.store import RunOutcome
+from sync.apply import apply_plan
 from sync.context import SyncContext, close_provider
 from sync.orgs import _record_failure, _skip_reason, _target
 from sync.providers.base import ProviderMember
@@ -43,19 +41,17 @@ def member_reads(
     with ctx.session() as s:
         ws = store.get_workspace(s, workspace_id)
         target = _target(ws)
-        run_id = open_run(s, ws, kind="member", trigger=trigger).id
+        run_id = store.open_run(s, ws, kind="member", trigger=trigger).id
         skip = _skip_reason(ws)
         if skip is not None:
-            run = finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={
+            run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={
                 "reason": skip[0], "provider_user_ids": uids[:100], "members": len(uids)}))
             return store.sync_run_to_dict(run)
         # A hint without a login (GitLab needs none; GitHub reads by login and
         # checks the id) falls back to what the store knows.
         missing = [uid for uid in uids if not hinted.get(uid)]
         if missing:
-            known = {int(uid): login for uid, login in s.execute(
-                select(RosterEntry.provider_user_id, RosterEntry.login).where(
-                    RosterEntry.workspace_id == workspace_id, RosterEntry.provider_user_id.in_(missing)))}
+            known = store.roster_logins(s, workspace_id, missing)
             for uid in missing:
                 login = known.get(uid)
                 if login is None:
@@ -81,10 +77,10 @@ def member_reads(
     close_provider(provider)
 
     with ctx.session() as s:
-        ws = lock_workspace(s, workspace_id)
+        ws = store.lock_workspace(s, workspace_id)
         skip = _skip_reason(ws)
         if skip is not None:  # disconnected or suspended while we were reading
-            run = finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
+            run = store.finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
                                                    details={"reason": skip[0], "members": len(uids)}))
             return store.sync_run_to_dict(run)
         stored = store.roster(s, workspace_id, only=uids)
@@ -93,7 +89,7 @@ def member_reads(
         p = plan(stored, answers, complete=True)
         added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}")
         # Every member read, uncapped: a full sync running meanwhile must not
-        # undo any of them (sync.orgs._settled_since).
+        # undo any of them (store.settled_members_since).
         details: dict[str, Any] = {"members": len(uids), "provider_user_ids": uids}
         if len(uids) == 1:
             current = answers[0] if answers else None
@@ -103,6 +99,6 @@ def member_reads(
                 "role": current.role if current is not None else None,
                 "login": current.login if current is not None else hinted.get(uids[0]),
             })
-        run = finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
+        run = store.finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
                                                details=details))
         return store.sync_run_to_dict(run)

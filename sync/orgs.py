@@ -29,20 +29,12 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
+from models import installations as inst_store
 from models import store
 from models.errors import InvalidState
-from models.tables import Activity, RosterEntry, SyncRun, Workspace, utcnow
-from sync.apply import (
-    DbPageCache,
-    RunOutcome,
-    apply_plan,
-    finish_run,
-    lock_workspace,
-    open_run,
-)
+from models.store import RunOutcome
+from models.tables import Workspace
+from sync.apply import DbPageCache, apply_plan
 from sync.context import SyncContext, close_provider
 from sync.errors import AuthBroken, NotFound, ProviderError, RateLimited, TransientProviderError
 from sync.installations import discover_installation
@@ -136,10 +128,11 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
     with ctx.session() as s:
         ws = store.get_workspace(s, workspace_id)
         target = _target(ws)
-        run_id = open_run(s, ws, kind="full", trigger=trigger, forced=force).id
+        run_id = store.open_run(s, ws, kind="full", trigger=trigger, forced=force).id
         # Roster changes committed after this point were made from a fresher
-        # read than our listing (a webhook's member sync): see _settled_since.
-        start_seq = _latest_seq(s)
+        # read than our listing (a webhook's member sync): see
+        # store.settled_members_since.
+        start_seq = store.latest_seq(s)
         discover = _needs_discovery(ws)
     if discover:
         _discover(ctx, target, run_id)
@@ -148,7 +141,7 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         target = _target(ws)
         skip = _skip_reason(ws)
         if skip is not None:
-            run = finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
+            run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
             log.info("full sync of %s skipped: %s", workspace_id, skip[0])
             return store.sync_run_to_dict(run)
         # GitLab has no conditional requests on member listings.
@@ -181,13 +174,13 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
     close_provider(provider)
 
     with ctx.session() as s:
-        ws = lock_workspace(s, workspace_id)
+        ws = store.lock_workspace(s, workspace_id)
         actor = f"sync:{run_id}"
         skip = _skip_reason(ws)
         if skip is not None:  # disconnected or suspended while we were reading
             if cache is not None:
                 cache.flush(s, prune=False)
-            run = finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, not_modified=not_modified,
+            run = store.finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, not_modified=not_modified,
                                                    error=skip[1], details={"reason": skip[0]}))
             return store.sync_run_to_dict(run)
         details: dict[str, Any] = {"pages": pages}
@@ -200,7 +193,7 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         stored = store.roster(s, ws.id)
         p = plan(stored, listing, complete=True)
         del listing
-        settled = _settled_since(s, ws.id, start_seq, actor, run_id)
+        settled = store.settled_members_since(s, ws.id, start_seq, actor, run_id)
         if settled:
             # Members re-read by another run while we were listing: their
             # entry is newer than our page, which must not undo it (re-add a
@@ -233,60 +226,14 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
                 details["removals_kept_unconfirmed"] = len(unconfirmed)
                 p = replace(p, removals=tuple(u for u in p.removals if u in confirmed_absent))
             added, removed, changed = apply_plan(s, ws, p, actor=actor)
-            ws.last_full_sync_at = utcnow()
+            store.mark_full_synced(ws)
             outcome = RunOutcome("ok", added, removed, changed, calls, not_modified, details=details)
         if cache is not None:
             cache.flush(s, prune=True)
-        run = finish_run(s, run_id, outcome)
+        run = store.finish_run(s, run_id, outcome)
         log.info("full sync of %s: %s +%d -%d ~%d (%d calls, %d not modified)", workspace_id,
                  run.result, run.added, run.removed, run.changed, calls, not_modified)
         return store.sync_run_to_dict(run)
-
-
-def _latest_seq(session: Session) -> int:
-    return int(session.scalar(select(func.max(Activity.seq))) or 0)
-
-
-_MEMBER_ACTIONS = ("member.added", "member.removed", "member.role_changed")
-
-
-def _settled_since(session: Session, workspace_id: str, start_seq: int, actor: str, run_id: int) -> set[int]:
-    """Provider user ids another run re-read after ours started: their entry
-    is at least as fresh as our listing, which must not undo it.
-
-    Two signs: a roster change another run committed after ours started (the
-    activity sequence is commit-ordered), and a member re-read that changed
-    nothing (a member who left before the store ever listed them writes no
-    activity, yet our listing, read before they left, would add them back)."""
-    rows = session.scalars(
-        select(Activity.details).where(
-            Activity.workspace_id == workspace_id,
-            Activity.seq > start_seq,
-            Activity.action.in_(_MEMBER_ACTIONS),
-            Activity.actor != actor,
-        )
-    )
-    out: set[int] = set()
-    for details in rows:
-        uid = (details or {}).get("provider_user_id")
-        if isinstance(uid, int):
-            out.add(uid)
-    # Member runs opened after ours (run ids are allocated at open) that
-    # finished: each names the members it read.
-    for details in session.scalars(
-        select(SyncRun.details).where(
-            SyncRun.workspace_id == workspace_id, SyncRun.kind == "member", SyncRun.id > run_id,
-            SyncRun.result == "ok",
-        )
-    ):
-        d = details or {}
-        ids = d.get("provider_user_ids")
-        if isinstance(ids, list):
-            out.update(u for u in ids if isinstance(u, int))
-        uid = d.get("provider_user_id")
-        if isinstance(uid, int):
-            out.add(uid)
-    return out
 
 
 def _without(p: Plan, ids: set[int]) -> Plan:
@@ -398,12 +345,12 @@ def _record_failure(
                          details={**details, "error_type": type(exc).__name__})
     try:
         with ctx.session() as s:
-            ws = lock_workspace(s, target.workspace_id)
+            ws = store.lock_workspace(s, target.workspace_id)
             if broken:
                 store.mark_link(s, ws, "broken", message, actor=f"sync:{run_id}")
             if cache is not None:
                 cache.flush(s, prune=False)
-            run = finish_run(s, run_id, outcome)
+            run = store.finish_run(s, run_id, outcome)
             recorded = store.sync_run_to_dict(run)
     except Exception:
         if reraise:
@@ -439,14 +386,14 @@ def member_sync(
     with ctx.session() as s:
         ws = store.get_workspace(s, workspace_id)
         target = _target(ws)
-        run_id = open_run(s, ws, kind="member", trigger=trigger).id
+        run_id = store.open_run(s, ws, kind="member", trigger=trigger).id
         skip = _skip_reason(ws)
         if skip is not None:
-            run = finish_run(s, run_id, RunOutcome("skipped", error=skip[1],
+            run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1],
                                                    details={"reason": skip[0], "provider_user_id": uid}))
             return store.sync_run_to_dict(run)
         if not login:
-            entry = s.get(RosterEntry, (ws.id, uid))
+            entry = store.roster(s, ws.id, only=[uid]).get(uid)
             ident = store.get_identity(s, target.provider, uid)
             login = entry.login if entry is not None else (ident.login if ident is not None else None)
 
@@ -463,14 +410,13 @@ def member_sync(
     close_provider(provider)
 
     with ctx.session() as s:
-        ws = lock_workspace(s, workspace_id)
+        ws = store.lock_workspace(s, workspace_id)
         skip = _skip_reason(ws)
         if skip is not None:
-            run = finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
+            run = store.finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
                                                    details={"reason": skip[0], "provider_user_id": uid}))
             return store.sync_run_to_dict(run)
-        entry = s.get(RosterEntry, (ws.id, uid), populate_existing=True)
-        stored = store.StoredMember(uid, entry.login, entry.role) if entry is not None else None
+        stored = store.roster(s, ws.id, only=[uid]).get(uid)
         p = plan_member(stored, uid, current)
         added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}")
         details = {
@@ -479,7 +425,7 @@ def member_sync(
             "role": current.role if current is not None else None,
             "login": current.login if current is not None else login,
         }
-        run = finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
+        run = store.finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
                                                details=details))
         return store.sync_run_to_dict(run)
 
@@ -509,7 +455,7 @@ def rename_workspace(
     finally:
         close_provider(provider)
     with ctx.session() as s:
-        ws = lock_workspace(s, workspace_id)
+        ws = store.lock_workspace(s, workspace_id)
         if broken is not None:
             store.mark_link(s, ws, "broken", broken, actor=trigger)
         if current and current != ws.provider_org_login:
@@ -547,7 +493,7 @@ def adopt_installation(
                 pending_owner_provider_user_id=int(sender_id) if sender_id is not None else None,
             )
         else:
-            ws = lock_workspace(s, ws.id)
+            ws = store.lock_workspace(s, ws.id)
             if (
                 ws.installation_id != int(installation_id)
                 or ws.link_status != "ok"
@@ -555,5 +501,5 @@ def adopt_installation(
             ):
                 store.reconnect(s, ws, actor=trigger, installation_id=int(installation_id))
                 changed = True
-        ws.installation_checked_at = utcnow()
+        inst_store.mark_checked(s, ws)
         return {"workspace": ws.id, "adopted": adopted, "changed": changed}
