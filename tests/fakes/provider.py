@@ -20,7 +20,9 @@ semantics of the real adapters (sync/providers/github.py and gitlab.py):
   access (``role=None``) listed;
 - GitHub reads of an org's members need the org's live, unsuspended app
   installation (``org.installation_id``): otherwise ``AuthBroken``, as when
-  the token exchange is refused;
+  the token exchange is refused (``get_org`` reads the public profile and
+  needs none: an uninstalled org's sync breaks at its roster, not its org
+  read, with the same outcome);
 - GitHub listings are conditional when given a cache: a page whose content
   is unchanged is answered "304" (``not_modified`` += 1) from the cache; GitLab
   has no ETags (cache ignored, ``not_modified`` stays 0);
@@ -146,10 +148,9 @@ class FakeProvider:
 
     def add_member(self, org_id: int, uid: int, login: str | None = None,
                    role: AccessRole | None = "member") -> None:
-        """``role=None``: a membership without access (pending / minimal)."""
-        self._users.setdefault(uid, login or f"user{uid}")
-        if login is not None:
-            self._users[uid] = login
+        """``role=None``: a membership without access (pending / minimal).
+        ``login`` names (or renames) the account; default ``user<uid>``."""
+        self._users[uid] = login or self._users.get(uid, f"user{uid}")
         self._orgs[org_id].members[uid] = role
 
     def add_members(self, org_id: int, uids: range, role: AccessRole = "member") -> None:
@@ -157,9 +158,10 @@ class FakeProvider:
             self.add_member(org_id, uid, role=role)
 
     def set_role(self, org_id: int, uid: int, role: AccessRole | None) -> None:
-        if uid not in self._orgs[org_id].members:
-            raise KeyError(uid)
-        self._orgs[org_id].members[uid] = role
+        members = self._orgs[org_id].members
+        if uid not in members:
+            raise KeyError(f"user {uid} is not a member of org {org_id}")
+        members[uid] = role
 
     def remove_member(self, org_id: int, uid: int) -> None:
         del self._orgs[org_id].members[uid]

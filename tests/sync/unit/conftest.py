@@ -3,11 +3,11 @@ provider, the SyncContext that joins them, and readers of the store's state."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -15,6 +15,7 @@ from sqlalchemy.pool import StaticPool
 from models import store
 from models.base import Base, make_engine, make_session_factory
 from models.config import Settings
+from models.tables import Activity as ActivityRow
 from models.tables import Counter, SyncRun, Workspace
 from sync.context import SyncContext
 from sync.providers.base import ProviderName, ProviderOrg
@@ -75,7 +76,7 @@ class Org:
     org_id: int
     installation_id: int | None
     workspace_id: str = ""
-    marks: list[int] = field(default_factory=list)
+    since: int = 0  # activity sequence number of the last mark()
 
     @property
     def provider(self) -> ProviderName:
@@ -106,15 +107,13 @@ class Org:
     def mark(self) -> None:
         """Later ``activity()`` calls show only what happens after this."""
         with self.ctx.session() as s:
-            entries = store.list_activity(s, limit=100_000)
-        self.marks.append(entries[-1].seq if entries else 0)
+            self.since = int(s.scalar(select(func.max(ActivityRow.seq))) or 0)
 
     def activity(self, prefix: str = "") -> list[Logged]:
         """Activity entries (of any workspace) since the last ``mark()``."""
-        after = self.marks[-1] if self.marks else 0
         with self.ctx.session() as s:
             return [Logged(a.action, a.actor, dict(a.details or {}))
-                    for a in store.list_activity(s, after=after, limit=100_000)
+                    for a in store.list_activity(s, after=self.since, limit=100_000)
                     if a.action.startswith(prefix)]
 
     def actions(self, prefix: str = "") -> list[str]:

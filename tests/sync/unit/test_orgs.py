@@ -11,7 +11,7 @@ from models import store
 from sync.errors import AuthBroken, ProviderError, RateLimited, TransientProviderError
 from sync.members import member_reads
 from sync.orgs import full_sync
-from tests.sync.unit.conftest import GH_INSTALLATION, Org
+from tests.sync.unit.conftest import GH_INSTALLATION, Org, make_ctx
 
 RESET = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -114,6 +114,15 @@ def test_a_forced_sync_applies_what_the_guard_held(any_org: Org) -> None:
     runs = any_org.runs()
     assert [(r.result, r.forced, r.removed) for r in runs[-2:]] == [("held", False, 0), ("ok", True, 6)]
     assert len(any_org.fake.calls_to("get_member")) == 6  # each removal confirmed, forced or not
+
+
+def test_the_guard_follows_the_configured_fraction(any_org: Org) -> None:
+    seeded(any_org, range(1, 11))
+    any_org.ctx = make_ctx(any_org.ctx.session_factory, any_org.fake, max_removal_fraction=0.1)
+    for uid in (1, 2):
+        any_org.fake.remove_member(any_org.org_id, uid)
+    sync(any_org)
+    assert (any_org.last_run().result, len(any_org.roster())) == ("held", 10)
 
 
 def test_the_guard_leaves_a_small_roster_alone(any_org: Org) -> None:
