@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from models.store import log_activity
+from models.activity import log_activity
 from models.tables import Activity, AppInstallationPage, Workspace, as_utc, utcnow
 
 # (etag, compact payload) per page URL.

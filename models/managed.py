@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import store, users
+from models import users, workspaces
+from models.activity import log_activity
 from models.errors import CannotDelete, CannotInvite, InvalidName, InvalidState, NameTaken
 from models.ids import parse_id
 from models.platform_errors import (
@@ -110,7 +111,7 @@ def create_workspace(session: Session, name: str, owner: User, actor: Actor) -> 
         raise Forbidden("a user creates managed workspaces for themselves only")
     if not isinstance(name, str):
         raise InvalidName("the workspace name must be text")
-    return store.create_managed_workspace(session, name, owner, actor=actor.label)
+    return workspaces.create_managed_workspace(session, name, owner, actor=actor.label)
 
 
 def rename_workspace(session: Session, ws: Workspace, name: Any, actor: Actor) -> Workspace:
@@ -122,16 +123,16 @@ def rename_workspace(session: Session, ws: Workspace, name: Any, actor: Actor) -
     if ws.kind == "provider":
         raise ProviderManaged(f"{ws.name!r} takes its name from the {ws.provider} org; rename the org there")
     _require(actor, role, OWNER, f"rename {ws.name!r}")
-    store._check_name(name)
+    workspaces.check_name(name)
     if name == ws.name:
         return ws
-    if not store._name_free(session, name, exclude_id=ws.id):
+    if not workspaces.name_free(session, name, exclude_id=ws.id):
         raise NameTaken(f"a workspace named {name!r} already exists")
     old = ws.name
     ws.name = name
     ws.name_lower = name.lower()
     session.flush()
-    store.log_activity(session, ws.id, actor.label, "workspace.renamed", ws.name,
+    log_activity(session, ws.id, actor.label, "workspace.renamed", ws.name,
                        {"from_name": old, "to_name": name})
     return ws
 
@@ -143,8 +144,8 @@ def delete_workspace(session: Session, ws: Workspace, actor: Actor) -> None:
     if ws.kind == "provider" and ws.status != "disconnected":
         raise CannotDelete(f"workspace {ws.name!r} is connected to {ws.provider}; disconnect it before deleting")
     _require(actor, role, OWNER, f"delete {ws.name!r}")
-    # store.delete_workspace checks the kind rules once more (its own guard).
-    store.delete_workspace(session, ws, actor=actor.label)
+    # workspaces.delete_workspace checks the kind rules once more (its own guard).
+    workspaces.delete_workspace(session, ws, actor=actor.label)
 
 
 # --------------------------------------------------------------------------- invitations
@@ -183,7 +184,7 @@ def create_invitation(session: Session, ws: Workspace, role: Any, actor: Actor,
                      token_hash=hash_token(token), expires_at=utcnow() + expires_in, created_by=actor.label)
     session.add(inv)
     session.flush()
-    store.log_activity(session, ws.id, actor.label, "invitation.created", None,
+    log_activity(session, ws.id, actor.label, "invitation.created", None,
                        {"invitation": inv.id, "role": role, "expires_at": _iso(inv.expires_at)})
     return inv, token
 
@@ -213,7 +214,7 @@ def revoke_invitation(session: Session, ws: Workspace, invitation_id: Any, actor
         raise InvalidState(f"invitation {inv.id} is {inv.status}")
     inv.status = "revoked"
     session.flush()
-    store.log_activity(session, ws.id, actor.label, "invitation.revoked", inv.user_id,
+    log_activity(session, ws.id, actor.label, "invitation.revoked", inv.user_id,
                        {"invitation": inv.id, "role": inv.role})
     return inv
 
@@ -233,7 +234,7 @@ def request_to_join(session: Session, token: Any, user: User) -> tuple[JoinReque
         raise InvitationNotFound("no invitation has that token")
     if inv.status != "active" or _expired(inv, utcnow()):
         raise InvitationExpired("this invitation has expired or was revoked; ask for a new one")
-    ws = store.get_workspace(session, inv.workspace_id)
+    ws = workspaces.get_workspace(session, inv.workspace_id)
     if ws.kind != "managed":
         raise CannotInvite(f"{ws.name!r} takes no invitations")
     if ws.owner_id == user.id or session.get(Membership, (ws.id, user.id)) is not None:
@@ -246,7 +247,7 @@ def request_to_join(session: Session, token: Any, user: User) -> tuple[JoinReque
                       status="requested")
     session.add(req)
     session.flush()
-    store.log_activity(session, ws.id, f"user:{user.id}", "member.requested", user.id,
+    log_activity(session, ws.id, f"user:{user.id}", "member.requested", user.id,
                        {"request": req.id, "invitation": inv.id, "role": inv.role})
     return req, True
 
@@ -276,7 +277,7 @@ def decide_request(session: Session, ws: Workspace, request_id: Any, approve: bo
     if approve:
         session.add(Membership(workspace_id=ws.id, user_id=req.user_id, role=req.role))
     session.flush()
-    store.log_activity(session, ws.id, actor.label, "member.added" if approve else "member.denied", req.user_id,
+    log_activity(session, ws.id, actor.label, "member.added" if approve else "member.denied", req.user_id,
                        {"role": req.role, "request": req.id})
     return req
 
@@ -304,7 +305,7 @@ def change_role(session: Session, ws: Workspace, target: User, role: Any, actor:
     old = m.role
     m.role = role
     session.flush()
-    store.log_activity(session, ws.id, actor.label, "member.role_changed", target.id,
+    log_activity(session, ws.id, actor.label, "member.role_changed", target.id,
                        {"from": old, "to": role, "username": target.username})
     return m
 
@@ -318,7 +319,7 @@ def remove_member(session: Session, ws: Workspace, target: User, actor: Actor) -
     m = _target_membership(session, ws, target)
     session.delete(m)
     session.flush()
-    store.log_activity(session, ws.id, actor.label, "member.removed", target.id,
+    log_activity(session, ws.id, actor.label, "member.removed", target.id,
                        {"role": m.role, "username": target.username})
 
 
@@ -340,7 +341,7 @@ def invitation_to_dict(inv: Invitation, token: str | None = None) -> dict[str, A
 
 
 def request_to_dict(session: Session, req: JoinRequest) -> dict[str, Any]:
-    ws = store.get_workspace(session, req.workspace_id)
+    ws = workspaces.get_workspace(session, req.workspace_id)
     user = session.get(User, req.user_id)
     return {"id": req.id, "status": req.status, "role": req.role,
             "workspace": {"id": ws.id, "name": ws.name},

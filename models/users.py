@@ -1,5 +1,6 @@
-"""Users as the platform sees them: references, sign-up without a provider,
-the workspaces a user can use and the authorization question ("may this user
+"""Users as the platform sees them: accounts (made at a first provider login
+or by sign-up without a provider, each with its personal workspace),
+references, the workspaces a user can use and the authorization question ("may this user
 deploy with this workspace?").
 
 The two hot reads (a user's workspaces, one access check) are a fixed number
@@ -10,21 +11,100 @@ per workspace.
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 from sqlalchemy import Select, and_, case, func, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
-from models import store
+from models import workspaces
 from models.errors import InvalidTransfer, UserNotFound
+from models.identities import get_identity
 from models.ids import parse_id
+from models.ownership import claim_pending_ownership
 from models.platform_errors import InvalidUsername, UsernameTaken
+from models.roster import relabel_member
 from models.tables import Identity, Membership, RosterEntry, User, Workspace
 
 PROVIDERS = ("github", "gitlab")
 # Usernames never contain ':' (so "github:12" is always a provider reference)
 # and never look like account ids, so every reference means one thing.
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+def get_user(session: Session, ref: str) -> User:
+    """A user by id or username (case-insensitive)."""
+    if not ref or "\x00" in ref:
+        raise UserNotFound("no user with that name")
+    user = session.get(User, ref)
+    if user is None:
+        user = session.scalar(select(User).where(User.username_lower == ref.lower()))
+    if user is None:
+        raise UserNotFound(f"no user {ref!r}")
+    return user
+
+
+def _free_username(session: Session, wanted: str, provider: str | None) -> str:
+    candidates = [wanted]
+    if provider:
+        candidates.append(f"{wanted}-{provider}")
+    for c in candidates:
+        if session.scalar(select(User.id).where(User.username_lower == c.lower())) is None:
+            return c
+    return f"{wanted}-{secrets.token_hex(3)}"
+
+
+def create_user(
+    session: Session,
+    username: str,
+    *,
+    actor: str = "operator",
+    identity: tuple[str, int, str] | None = None,
+) -> User:
+    """A user always comes with a personal workspace (never deleted, no other members)."""
+    provider = identity[0] if identity else None
+    username = _free_username(session, username, provider)
+    user = User(id=workspaces.new_id("usr"), username=username, username_lower=username.lower())
+    session.add(user)
+    session.flush()
+    if identity is not None:
+        prov, puid, login = identity
+        session.add(Identity(user_id=user.id, provider=prov, provider_user_id=puid, login=login))
+    _create_personal_workspace(session, user, actor)
+    claim_pending_ownership(session, user, actor)
+    return user
+
+
+def get_or_create_user_for_identity(
+    session: Session, provider: str, provider_user_id: int, login: str, *, actor: str
+) -> tuple[User, bool]:
+    """Find the account linked to a provider id (never by login), or create it.
+
+    A changed login is a label update; the link stays on the numeric id.
+    """
+    ident = get_identity(session, provider, provider_user_id)
+    if ident is not None:
+        if ident.login != login:
+            ident.login = login
+            relabel_member(session, provider, provider_user_id, login)
+        return ident.user, False
+    user = create_user(session, login, actor=actor, identity=(provider, provider_user_id, login))
+    return user, True
+
+
+def _create_personal_workspace(session: Session, user: User, actor: str) -> None:
+    """The user's personal workspace (never deleted, no other members), named
+    after the user when that name is free."""
+    username = user.username
+    ws_name = username if workspaces.name_free(session, username) else f"{username}-personal"
+    if not workspaces.name_free(session, ws_name):
+        ws_name = f"{username}-personal-{user.id[4:10]}"
+    workspaces.create_owned_workspace(session, ws_name, "personal", user, actor,
+                                      {"kind": "personal", "user": user.id}, personal=True)
+    session.flush()
 
 
 # --------------------------------------------------------------------------- references
@@ -45,7 +125,7 @@ def resolve_user(session: Session, ref: str) -> User:
         uid = parse_id(rest)
         if uid is None:
             raise UserNotFound(f"no user {ref!r}: {provider}:<id> takes the numeric {provider} user id")
-        ident = store.get_identity(session, provider, uid)
+        ident = get_identity(session, provider, uid)
         if ident is None:
             raise UserNotFound(f"no account is linked to {provider} user {uid}")
         return ident.user
@@ -61,7 +141,7 @@ def resolve_user(session: Session, ref: str) -> User:
 
 
 def find_workspace(session: Session, ref: str) -> Workspace:
-    """store.find_workspace, with an id or a name answered in one statement."""
+    """models.workspaces.find_workspace, with an id or a name answered in one statement."""
     ref = (ref or "").strip()
     if ref and "\x00" not in ref and ":" not in ref:
         ws = session.scalar(
@@ -70,7 +150,7 @@ def find_workspace(session: Session, ref: str) -> Workspace:
         )
         if ws is not None:
             return ws
-    return store.find_workspace(session, ref)
+    return workspaces.find_workspace(session, ref)
 
 
 def transfer_target(session: Session, ws: Workspace, ref: str) -> User:
@@ -121,17 +201,11 @@ def sign_up(session: Session, username: str) -> User:
         )
     if session.scalar(select(User.id).where(User.username_lower == username.lower())) is not None:
         raise UsernameTaken(f"the username {username!r} is taken")
-    user_id = store.new_id("usr")
-    user = User(id=user_id, username=username, username_lower=username.lower())
+    user = User(id=workspaces.new_id("usr"), username=username, username_lower=username.lower())
     session.add(user)
     session.flush()
-    ws_name = username if store._name_free(session, username) else f"{username}-personal"
-    if not store._name_free(session, ws_name):
-        ws_name = f"{username}-personal-{user_id[4:10]}"
     # The person signs up on their own behalf: the entries say so.
-    store._create_owned_workspace(session, ws_name, "personal", user, f"user:{user_id}",
-                                  {"kind": "personal", "user": user_id}, personal=True)
-    session.flush()
+    _create_personal_workspace(session, user, f"user:{user.id}")
     return user
 
 
@@ -157,7 +231,7 @@ def _roles(user_id: str) -> Select[str, str, str, str, str | None, str | None, s
 
 def _effective(user_id: str, kind: str, status: str, owner_id: str | None,
                member_role: str | None, roster_role: str | None) -> str | None:
-    """The same answer as store.role_in, from one row of _roles."""
+    """The same answer as models.memberships.role_in, from one row of _roles."""
     if owner_id == user_id:
         return "owner"
     if kind != "provider":

@@ -1,0 +1,162 @@
+"""Sync runs: a run is opened before a provider read and finished with its
+outcome and its ``sync.finished``/``sync.held`` activity entry.
+
+Callers pass a Session; functions flush but never commit, so a caller's whole
+unit of work (the change and its activity entries) is one transaction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.activity import log_activity
+from models.errors import WorkspaceNotFound
+from models.tables import Activity, SyncRun, Workspace, as_utc, utcnow
+
+
+def open_run(
+    session: Session, ws: Workspace, *, kind: str, trigger: str, forced: bool = False
+) -> SyncRun:
+    run = SyncRun(
+        workspace_id=ws.id,
+        kind=kind,
+        trigger=trigger[:255],
+        forced=forced,
+        result="running",
+        started_at=utcnow(),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+@dataclass
+class RunOutcome:
+    result: str  # ok | held | failed | rate_limited | auth_broken | skipped
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    api_calls: int = 0
+    not_modified: int = 0
+    error: str | None = None
+    details: dict[str, Any] | None = None
+
+
+def finish_run(session: Session, run_id: int, outcome: RunOutcome) -> SyncRun:
+    """Record how a run ended, with its ``sync.finished``/``sync.held`` entry.
+
+    Skipped runs get no activity entry: nothing was attempted, and a
+    disconnected org resynced every few hours would otherwise flood the
+    change feed with no-ops.
+    """
+    run = session.get(SyncRun, run_id, populate_existing=True)
+    if run is None:  # the workspace was deleted while we read the provider
+        raise WorkspaceNotFound(f"sync run {run_id} is gone (workspace deleted)")
+    run.result = outcome.result
+    run.finished_at = utcnow()
+    run.added, run.removed, run.changed = outcome.added, outcome.removed, outcome.changed
+    run.api_calls, run.not_modified = outcome.api_calls, outcome.not_modified
+    run.error = outcome.error[:2000] if outcome.error else None
+    run.details = outcome.details or {}
+    session.flush()
+    if outcome.result != "skipped":
+        action = "sync.held" if outcome.result == "held" else "sync.finished"
+        log_activity(
+            session,
+            run.workspace_id,
+            f"sync:{run.id}",
+            action,
+            run.kind,
+            {
+                "run": run.id,
+                "kind": run.kind,
+                "trigger": run.trigger,
+                "result": run.result,
+                "forced": run.forced,
+                "added": run.added,
+                "removed": run.removed,
+                "changed": run.changed,
+                "api_calls": run.api_calls,
+                "not_modified": run.not_modified,
+                "error": run.error,
+                **(outcome.details or {}),
+            },
+        )
+    return run
+
+
+_MEMBER_ACTIONS = ("member.added", "member.removed", "member.role_changed")
+
+
+def settled_members_since(session: Session, workspace_id: str, start_seq: int, actor: str, run_id: int) -> set[int]:
+    """Provider user ids another run re-read after ours started: their entry
+    is at least as fresh as our listing, which must not undo it.
+
+    Two signs: a roster change another run committed after ours started (the
+    activity sequence is commit-ordered), and a member re-read that changed
+    nothing (a member who left before the store ever listed them writes no
+    activity, yet our listing, read before they left, would add them back)."""
+    rows = session.scalars(
+        select(Activity.details).where(
+            Activity.workspace_id == workspace_id,
+            Activity.seq > start_seq,
+            Activity.action.in_(_MEMBER_ACTIONS),
+            Activity.actor != actor,
+        )
+    )
+    out: set[int] = set()
+    for details in rows:
+        uid = (details or {}).get("provider_user_id")
+        if isinstance(uid, int):
+            out.add(uid)
+    # Member runs opened after ours (run ids are allocated at open) that
+    # finished: each names the members it read.
+    for details in session.scalars(
+        select(SyncRun.details).where(
+            SyncRun.workspace_id == workspace_id, SyncRun.kind == "member", SyncRun.id > run_id,
+            SyncRun.result == "ok",
+        )
+    ):
+        d = details or {}
+        ids = d.get("provider_user_ids")
+        if isinstance(ids, list):
+            out.update(u for u in ids if isinstance(u, int))
+        uid = d.get("provider_user_id")
+        if isinstance(uid, int):
+            out.add(uid)
+    return out
+
+
+def last_sync_run(session: Session, ws: Workspace) -> SyncRun | None:
+    return session.scalar(
+        select(SyncRun).where(SyncRun.workspace_id == ws.id, SyncRun.kind == "full")
+        .order_by(SyncRun.id.desc()).limit(1)
+    )
+
+
+def sync_run_to_dict(run: SyncRun) -> dict[str, Any]:
+    def iso(v: datetime | None) -> str | None:
+        v = as_utc(v)
+        return v.isoformat() if v else None
+
+    return {
+        "id": run.id,
+        "workspace": run.workspace_id,
+        "kind": run.kind,
+        "trigger": run.trigger,
+        "result": run.result,
+        "forced": run.forced,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "added": run.added,
+        "removed": run.removed,
+        "changed": run.changed,
+        "api_calls": run.api_calls,
+        "not_modified": run.not_modified,
+        "error": run.error,
+        "details": run.details or {},
+    }
