@@ -275,44 +275,51 @@ def _confirm_removals(
     had left (membership-removed webhooks, answered by this listing). Two
     independent signals agree for them, the hint and the listing, so they
     need no third read: a burst of removals costs one listing, not two.
+
+    Members whose stored role the provider never lists (GitHub's billing
+    managers) are always read one by one, and count towards the mass-removal
+    guard only once a read finds them gone: their absence from a listing
+    says nothing.
     """
     with ctx.session() as s:
         stored = store.roster(s, workspace_id)
     candidates = plan(stored, listing, complete=True).removals
     if not candidates:
         return set(), {}
-    if removal_held(len(stored), len(candidates), ctx.settings.max_removal_fraction) and not force:
+    unlisted = tuple(uid for uid in candidates if stored[uid].role in provider.unlisted_roles)
+    listable = tuple(uid for uid in candidates if stored[uid].role not in provider.unlisted_roles)
+    if removal_held(len(stored), len(listable), ctx.settings.max_removal_fraction) and not force:
         return set(), {}  # held anyway: spend no requests on it
-    absent: set[int] = {uid for uid in candidates if uid in hinted_absent}
+    absent: set[int] = {uid for uid in listable if uid in hinted_absent}
     agreed = len(absent)
-    candidates = tuple(uid for uid in candidates if uid not in hinted_absent)
-    if not candidates:
+    listable = tuple(uid for uid in listable if uid not in hinted_absent)
+    if not listable and not unlisted:
         return absent, {"method": "hinted", "candidates": agreed, "hinted": agreed, "still_members": 0}
     found = 0
-    if len(candidates) <= RECHECK_ONE_BY_ONE:
-        method = "member_reads"
-        for uid in candidates:
-            member = provider.get_member(org, uid, stored[uid].login)
-            if member is None or member.role is None:
-                absent.add(uid)
-            else:
-                listing.append(member)
-                found += 1
-    else:
-        method = "second_listing"
-        wanted = set(candidates)
+    one_by_one = unlisted + listable if len(listable) <= RECHECK_ONE_BY_ONE else unlisted
+    method = "member_reads"
+    for uid in one_by_one:
+        member = provider.get_member(org, uid, stored[uid].login)
+        if member is None or member.role is None:
+            absent.add(uid)
+        else:
+            listing.append(member)
+            found += 1
+    if len(listable) > RECHECK_ONE_BY_ONE:
+        method = "second_listing" if not unlisted else "second_listing+member_reads"
+        wanted = set(listable)
         seen: dict[int, ProviderMember] = {}
         for page in provider.iter_roster(org, None):
             for m in page.members:
                 if m.provider_user_id in wanted and m.role is not None:
                     seen[m.provider_user_id] = m
-        absent = wanted - seen.keys()
+        absent |= wanted - seen.keys()
         listing.extend(seen.values())
-        found = len(seen)
+        found += len(seen)
     if found:
         log.warning("full sync of %s: %d member(s) missing from the listing are still members",
                     workspace_id, found)
-    return absent, {"method": method, "candidates": len(candidates) + agreed, "hinted": agreed,
+    return absent, {"method": method, "candidates": len(candidates), "hinted": agreed,
                     "still_members": found}
 
 

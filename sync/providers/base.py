@@ -113,6 +113,10 @@ class PageCache(Protocol):
 @runtime_checkable
 class Provider(Protocol):
     name: ProviderName
+    # Roles the roster listing never shows (GitHub lists an org's members, and
+    # a billing manager is not one): a stored member with such a role missing
+    # from a listing is no sign they left; only a read of their membership is.
+    unlisted_roles: frozenset[str]
     api_calls: int  # requests made by this adapter instance (304s included)
     not_modified: int  # of those, answered 304
 

@@ -70,6 +70,7 @@ class GitHubProvider:
     """The ``Provider`` for GitHub (github.com or GitHub Enterprise Server)."""
 
     name: ProviderName = "github"
+    unlisted_roles = frozenset({"billing"})  # GET /orgs/{org}/members never lists billing managers
 
     def __init__(
         self,

@@ -99,6 +99,7 @@ class GitLabProvider:
     """
 
     name: ProviderName = "gitlab"
+    unlisted_roles: frozenset[str] = frozenset()  # a group's member listing shows every access level
 
     def __init__(
         self, url: str, token: str | None, *, timeout: float = 10.0, per_page: int = 100

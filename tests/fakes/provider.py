@@ -103,6 +103,8 @@ class FakeProvider:
 
     def __init__(self, name: ProviderName = "github", *, per_page: int = 100) -> None:
         self.name: ProviderName = name
+        # As the adapters: GitHub's member listings never show billing managers.
+        self.unlisted_roles: frozenset[str] = frozenset({"billing"}) if name == "github" else frozenset()
         self.api_calls = 0
         self.not_modified = 0
         self.per_page = per_page

@@ -277,25 +277,50 @@ def test_a_billing_manager_missing_from_the_listing_is_kept_by_a_membership_read
     assert gh.last_run().details["removal_check"]["still_members"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="sync.orgs._confirm_removals: with more than RECHECK_ONE_BY_ONE "
-                   "candidates a second listing confirms removals, and GitHub's member listings never "
-                   "include billing managers, so every billing entry is removed")
 def test_a_billing_manager_survives_removals_confirmed_by_a_second_listing(gh: Org) -> None:
+    # Found by this tier: a second listing cannot see a billing manager either,
+    # so every billing entry was removed once more than 100 members left.
     seeded(gh, range(1, 251))
     billing_manager(gh)
     for uid in range(1, 102):
         gh.fake.remove_member(gh.org_id, uid)
     sync(gh)
-    assert gh.last_run().details["removal_check"]["method"] == "second_listing"
+    check = gh.last_run().details["removal_check"]
+    assert check["method"] == "second_listing+member_reads"
+    assert check["still_members"] == 1
     assert gh.roster()[900] == ("biller", "billing")
+    assert not set(range(1, 102)) & set(gh.roster())
+    assert len(gh.fake.calls_to("get_member")) == 2  # the billing_manager() seed's read, then the check's
 
 
-@pytest.mark.xfail(strict=True, reason="sync.orgs.full_sync: billing managers, absent from GitHub's member "
-                   "listings, count as planned removals for the mass-removal guard before any membership "
-                   "read, so an org whose roster is mostly billing managers is held on every sync")
+def test_a_billing_manager_who_left_is_removed_by_the_membership_read(gh: Org) -> None:
+    seeded(gh, range(1, 4))
+    billing_manager(gh)
+    gh.fake.remove_member(gh.org_id, 900)
+    sync(gh)
+    assert 900 not in gh.roster()
+    assert gh.last_run().removed == 1
+
+
 def test_billing_managers_do_not_trip_the_mass_removal_guard(gh: Org) -> None:
+    # Found by this tier: billing managers counted as planned removals before
+    # anyone read them, so an org of mostly billing managers was held on every sync.
     seeded(gh, range(1, 5))
     for uid in range(900, 906):
         billing_manager(gh, uid)
     sync(gh)  # nothing changed on GitHub
     assert gh.last_run().result == "ok"
+    assert set(range(900, 906)) <= set(gh.roster())
+
+
+def test_hinted_departures_are_removed_when_a_second_listing_confirms_the_rest(gh: Org) -> None:
+    # The hinted ones (a webhook said "left" and the listing agrees) were
+    # dropped from the confirmed set when a second listing checked the others.
+    seeded(gh, range(1, 251))
+    for uid in range(1, 103):
+        gh.fake.remove_member(gh.org_id, uid)
+    full_sync(gh.ctx, gh.workspace_id, trigger="test", hinted_absent=frozenset({1}))
+    check = gh.last_run().details["removal_check"]
+    assert (check["method"], check["hinted"], check["candidates"]) == ("second_listing", 1, 102)
+    assert not set(range(1, 103)) & set(gh.roster())
+    assert "removals_kept_unconfirmed" not in gh.last_run().details
