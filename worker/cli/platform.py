@@ -7,33 +7,21 @@ the same call; worker.cli attaches these commands to its groups.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import click
 import sqlalchemy.exc
 
 from models import managed, store, users
 from models.errors import StoreError
-from runtime.process import Runtime
+from worker.cli.context import CliContext, pass_ctx
+from worker.cli.output import emit
 
 T = TypeVar("T")
 
 
-class HasRuntime(Protocol):
-    @property
-    def runtime(self) -> Runtime: ...
-
-
-def _emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-    else:
-        render(data)
-
-
-def _run(obj: HasRuntime, fn: Callable[[Any], T]) -> T:
+def _run(obj: CliContext, fn: Callable[[Any], T]) -> T:
     """One transaction; a refusal or an unreachable database is one line and exit 1."""
     try:
         with obj.runtime.session() as s:
@@ -56,8 +44,8 @@ def users_group() -> None:
 @users_group.command("show")
 @click.argument("user")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body.")
-@click.pass_obj
-def users_show(obj: HasRuntime, user: str, as_json: bool) -> None:
+@pass_ctx
+def users_show(obj: CliContext, user: str, as_json: bool) -> None:
     """Show a user (account id, username, github:<id> or gitlab:<id>)."""
     data = _run(obj, lambda s: users.user_to_dict(s, users.resolve_user(s, user)))
 
@@ -68,14 +56,14 @@ def users_show(obj: HasRuntime, user: str, as_json: bool) -> None:
         for i in d["identities"]:
             click.echo(f"  {i['provider']}: {i['login']} (id {i['provider_user_id']})")
 
-    _emit(data, as_json, render)
+    emit(data, as_json, render)
 
 
 @users_group.command("workspaces")
 @click.argument("user")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body.")
-@click.pass_obj
-def users_workspaces(obj: HasRuntime, user: str, as_json: bool) -> None:
+@pass_ctx
+def users_workspaces(obj: CliContext, user: str, as_json: bool) -> None:
     """Every workspace a user can use, with their role (what `workspace ls` shows)."""
     data = _run(obj, lambda s: users.workspaces_body(s, users.resolve_user(s, user)))
 
@@ -86,7 +74,7 @@ def users_workspaces(obj: HasRuntime, user: str, as_json: bool) -> None:
             click.echo(f"{w['name']:<30} {w['kind']:<9} {w['role']:<8} {w['status']:<12} "
                        f"subscription={w['subscription'] or '-'}")
 
-    _emit(data, as_json, render)
+    emit(data, as_json, render)
 
 
 # ------------------------------------------------------------------ workspaces
@@ -96,30 +84,30 @@ def users_workspaces(obj: HasRuntime, user: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--owner", required=True, help="The owner: account id, username, github:<id> or gitlab:<id>.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body.")
-@click.pass_obj
-def workspaces_create(obj: HasRuntime, name: str, owner: str, as_json: bool) -> None:
+@pass_ctx
+def workspaces_create(obj: CliContext, name: str, owner: str, as_json: bool) -> None:
     """Create a managed workspace owned by a user."""
     data = _run(obj, lambda s: store.workspace_to_dict(
         managed.create_workspace(s, name, users.resolve_user(s, owner), managed.OPERATOR)))
-    _emit(data, as_json, lambda w: click.echo(f"created {w['name']} ({w['id']}), owned by {w['owner']['username']}"))
+    emit(data, as_json, lambda w: click.echo(f"created {w['name']} ({w['id']}), owned by {w['owner']['username']}"))
 
 
 @click.command("rename")
 @click.argument("ref")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body.")
-@click.pass_obj
-def workspaces_rename(obj: HasRuntime, ref: str, name: str, as_json: bool) -> None:
+@pass_ctx
+def workspaces_rename(obj: CliContext, ref: str, name: str, as_json: bool) -> None:
     """Rename a managed workspace."""
     data = _run(obj, lambda s: store.workspace_to_dict(
         managed.rename_workspace(s, store.find_workspace(s, ref), name, managed.OPERATOR)))
-    _emit(data, as_json, lambda w: click.echo(f"{ref} is now named {w['name']}"))
+    emit(data, as_json, lambda w: click.echo(f"{ref} is now named {w['name']}"))
 
 
 @click.command("delete")
 @click.argument("ref")
-@click.pass_obj
-def workspaces_delete(obj: HasRuntime, ref: str) -> None:
+@pass_ctx
+def workspaces_delete(obj: CliContext, ref: str) -> None:
     """Delete a managed workspace, or a provider workspace once disconnected."""
     def act(s: Any) -> str:
         ws = store.find_workspace(s, ref)
@@ -136,8 +124,8 @@ def workspaces_delete(obj: HasRuntime, ref: str) -> None:
 @click.option("--expires-in", "expires_in", default=None, type=int,
               help="Seconds until the link expires (default 7 days).")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body.")
-@click.pass_obj
-def workspaces_invite(obj: HasRuntime, ref: str, role: str, expires_in: int | None, as_json: bool) -> None:
+@pass_ctx
+def workspaces_invite(obj: CliContext, ref: str, role: str, expires_in: int | None, as_json: bool) -> None:
     """Make an invitation link to a managed workspace; its token is shown only now."""
     def act(s: Any) -> dict[str, Any]:
         ws = store.find_workspace(s, ref)
@@ -152,7 +140,7 @@ def workspaces_invite(obj: HasRuntime, ref: str, role: str, expires_in: int | No
         click.echo(f"token (shown once): {inv['token']}")
         click.echo("the invited user asks to join with POST /v1/invitations/<token>/requests")
 
-    _emit(data, as_json, render)
+    emit(data, as_json, render)
 
 
 WORKSPACE_COMMANDS = (workspaces_create, workspaces_rename, workspaces_delete, workspaces_invite)

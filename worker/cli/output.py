@@ -1,0 +1,21 @@
+"""What the commands print: text for people, or with --json exactly one JSON
+document on stdout (progress then goes to stderr)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        render(data)
+
+
+def progress(as_json: bool) -> Callable[[str], None]:
+    # With --json, stdout carries only the JSON document.
+    return (lambda line: click.echo(line, err=True)) if as_json else click.echo
