@@ -17,7 +17,8 @@ from rq import SimpleWorker
 from werkzeug.serving import make_server
 
 from models.migrate import upgrade
-from oidc.verifier import OidcSettings, OidcVerifier
+from oidc.settings import OidcSettings
+from oidc.verifier import OidcVerifier
 from runtime.logs import configure_logging, get_logger
 from runtime.process import Runtime
 from runtime.queues import QUEUE_NAMES, all_queues, get_queue
