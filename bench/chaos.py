@@ -621,10 +621,18 @@ class Chaos:
                           "JOIN sync_runs r ON r.workspace_id = w.id "
                           "WHERE w.kind = 'provider' AND r.kind = 'full' AND r.result = 'ok'")
             ids = {int(a): b for a, b in rows}
-            if all(o.org_id in ids for o in self.orgs):
-                for o in self.orgs:
-                    o.workspace_id = ids[o.org_id]
-                break
+            # One finished listing per org is not enough: adoption can owe an
+            # org a second one (the installation webhook and the cron's
+            # installation reconciliation both adopt), and a listing still
+            # running when the truth moves on below would read the new truth
+            # and make changes no delivery asked for, before the baseline is
+            # even known. The bootstrap ends when the pipeline is quiet.
+            if all(o.org_id in ids for o in self.orgs) and self._quiet():
+                time.sleep(0.5)
+                if self._quiet():
+                    for o in self.orgs:
+                        o.workspace_id = ids[o.org_id]
+                    break
             time.sleep(0.5)
         else:
             raise RuntimeError("bootstrap full syncs did not finish:\n" + self.procs["worker-1"].tail())
@@ -644,6 +652,48 @@ class Chaos:
             for u, (_, after) in o.reroled.items():
                 self.fake.set_role(o.org_id, u, after)  # type: ignore[arg-type]
         self.fake.reset_log()
+
+    def _quiet(self) -> bool:
+        """No delivery waiting or leased, no sync run running, no full sync
+        owed and due, no lane leased."""
+        return not self.q(
+            "SELECT 1 FROM deliveries WHERE status NOT IN ('processed', 'ignored') "
+            "UNION ALL SELECT 1 FROM sync_runs WHERE result = 'running' "
+            "UNION ALL SELECT 1 FROM work_lanes WHERE full_sync_due_at <= now() "
+            "OR leased_until > now() LIMIT 1")
+
+    def explain_effects(self, unexpected: list[tuple[str, str, int]], missing: list[tuple[str, str, int]],
+                        actors: dict[tuple[str, str, int], list[str]]) -> None:
+        """Print what a failed effects check needs to be understood: for each
+        effect, who the member is in the plan, how many deliveries named them,
+        which run made it (kind, trigger, result) and every member.* entry the
+        member has in that workspace since the baseline."""
+        orgs = {o.workspace_id: o for o in self.orgs}
+
+        def category(o: OrgPlan | None, uid: int) -> str:
+            if o is None:
+                return "unknown org"
+            for name in ("steady", "leaving", "joining", "reroled"):
+                if uid in getattr(o, name):
+                    return f"{name} {getattr(o, name)[uid]}"
+            return "stranger" if uid in o.strangers else "not in the plan"
+
+        for label, items in (("unexpected", unexpected), ("missing", missing)):
+            for ws, action, uid in items:
+                o = orgs.get(ws)
+                print(f"  {label}: {o.login if o else ws} {action} user {uid} ({category(o, uid)}, "
+                      f"named by {self.referenced.get((ws, uid), 0)} deliveries) by {actors.get((ws, action, uid))}")
+                for seq, act, actor, details, at in self.q(
+                        "SELECT seq, action, actor, details::text, at FROM activity WHERE seq > :b "
+                        "AND workspace_id = :w AND action LIKE 'member.%' "
+                        "AND (details->>'provider_user_id')::bigint = :u ORDER BY seq",
+                        b=self.baseline_seq, w=ws, u=uid):
+                    run = None
+                    if actor.startswith("sync:"):
+                        rows = self.q("SELECT kind, trigger, result, started_at, finished_at FROM sync_runs "
+                                      "WHERE id = :i", i=int(actor.removeprefix("sync:")))
+                        run = tuple(rows[0]) if rows else None
+                    print(f"      seq {seq} {act} by {actor} at {at} run={run} {details}")
 
     def rosters(self) -> dict[str, dict[int, str]]:
         out: dict[str, dict[int, str]] = {}
@@ -904,9 +954,11 @@ def run(args: argparse.Namespace) -> int:
                    "AND action LIKE 'member.%' ORDER BY seq", b=c.baseline_seq)
         webhook_effects: Counter[tuple[str, str, int]] = Counter()
         listing_effects: set[tuple[str, str, int]] = set()
+        effect_actors: dict[tuple[str, str, int], list[str]] = {}
         for ws, action, actor, details in acts:
             uid = int(json.loads(details or "{}").get("provider_user_id", -1))
             webhook_effects[(ws, action, uid)] += 1
+            effect_actors.setdefault((ws, action, uid), []).append(actor)
             if actor.startswith("sync:") and int(actor.removeprefix("sync:")) in listing_runs:
                 listing_effects.add((ws, action, uid))
         dup_effects = {k: n for k, n in webhook_effects.items() if n > 1}
@@ -998,6 +1050,9 @@ def run(args: argparse.Namespace) -> int:
         c.check(not unexpected and expected_effects <= set(webhook_effects),
                 f"webhook effects == expected, plus what full listings brought ({len(unexpected)} unexpected, "
                 f"{len(expected_effects - set(webhook_effects))} missing)")
+        if unexpected or not expected_effects <= set(webhook_effects):
+            c.explain_effects(sorted(unexpected)[:20], sorted(expected_effects - set(webhook_effects))[:10],
+                              effect_actors)
         c.check(not stale_referenced,
                 f"before the final sync, every member named by a delivery matches the provider "
                 f"({len(stale_referenced)} differ{': ' + str(stale_referenced[:5]) if stale_referenced else ''})")
