@@ -1,5 +1,5 @@
 """Operator actions, one place each, shared by the admin API
-(webhooks/api.py) and the CLI (worker/cli.py): both answer with the same
+(webhooks/api.py) and the CLI (worker/cli/): both answer with the same
 objects and neither writes the rule again.
 
 Each takes a session and, where work must be woken, the Redis connection
