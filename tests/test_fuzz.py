@@ -69,7 +69,7 @@ from tests.fuzz_helpers import (
     offline_settings,
     seed,
 )
-from webhooks.observability import build_openapi
+from webhooks.openapi import build_openapi
 
 SCALE = float(os.environ.get("ORGSYNC_FUZZ_SCALE", "1") or 1)
 # The default run fuzzes at a quarter depth; the `deep` marker (deselected by

@@ -29,6 +29,7 @@ _BLUEPRINTS = (
     "webhooks.api",
     "webhooks.platform",
     "webhooks.observability",
+    "webhooks.openapi",
 )
 
 

@@ -1,4 +1,4 @@
-"""The platform API's part of /openapi.json (webhooks.observability merges it).
+"""The platform API's part of /openapi.json (webhooks.openapi merges it).
 
 Response schemas allow extra properties, as in the rest of the document.
 """
