@@ -22,6 +22,7 @@ from runtime.process import Runtime
 from runtime.queues import QUEUE_NAMES, all_queues, get_queue
 from worker.cli.context import CliContext, pass_ctx, warn_half_configured
 from worker.cli.errors import fail
+from worker.cli.inline import InterruptibleWorker
 from worker.cron import build_cron
 from worker.jobs import OrgsyncWorker, warm_up
 
@@ -112,8 +113,12 @@ def dev(ctx: CliContext, host: str, port: int, demo: bool) -> None:
     stop = threading.Event()
     threading.Thread(target=_dev_cron, args=(rt, stop), name="cron", daemon=True).start()
     # The worker runs in the main thread: RQ installs signal handlers, which
-    # only the main thread may do. SimpleWorker runs jobs in-process.
-    worker = SimpleWorker(all_queues(rt.redis), connection=rt.redis)
+    # only the main thread may do; it runs jobs in-process. Ctrl-C or SIGTERM
+    # ends the process at once rather than waiting for a running drain (RQ's
+    # warm shutdown could take as long as a burst's settle wait): the
+    # database holds the work, and what a drain had not committed is rolled
+    # back and claimed again after its lease.
+    worker = InterruptibleWorker(all_queues(rt.redis), connection=rt.redis)
     try:
         # No RQ scheduler: retries and deferrals are due times in the
         # database, fired by the sweep (the cron thread above), exactly as in
