@@ -132,8 +132,16 @@ def drain(orgs: int) -> None:
                                            hint_user_id=u)
         lanes.append(f"github:{org}")
     counts = {"statements": 0, "commits": 0}
-    event.listen(engine, "before_cursor_execute",
-                 lambda *a: counts.__setitem__("statements", counts["statements"] + 1))
+    trace = os.environ.get("ORGSYNC_BENCH_TRACE_SQL") == "1"
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *a: Any) -> None:
+        counts["statements"] += 1
+        if trace:
+            print("   SQL", " ".join(statement.split())[:160])
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    if trace:
+        event.listen(engine, "commit", lambda *a: print("   COMMIT"))
     event.listen(engine, "commit", lambda *a: counts.__setitem__("commits", counts["commits"] + 1))
     ctx = build_sync_context(settings, sessions)
     fake.reset_log()

@@ -17,9 +17,11 @@ import hmac
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -104,7 +106,11 @@ def gunicorn(app: str, port: int, workers: int, env: dict[str, str], *, threads:
     if threads:  # the Procfile's server: gthread workers
         cmd += ["--worker-class", "gthread", "--threads", str(threads)]
     cmd.append(app)
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The logs go to a file, as a real deployment's would go somewhere: a
+    # pipe nobody reads fills after 64 KiB and then blocks every request's
+    # log line (the server hung that way).
+    log = tempfile.TemporaryFile()
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def main() -> None:
@@ -134,7 +140,9 @@ def main() -> None:
             load(port, bodies(100), args.concurrency)  # warm-up
             total, lat, statuses = load(port, bodies(args.requests), args.concurrency)
         finally:
-            proc.terminate()
+            # SIGQUIT: gunicorn's quick shutdown (SIGTERM waits up to 30 s
+            # for idle keep-alive connections to go away).
+            proc.send_signal(signal.SIGQUIT)
             proc.wait(timeout=30)
         results[name] = (total, lat, statuses)
     print(f"machine: {machine()}")
