@@ -134,18 +134,17 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         # store.settled_members_since.
         start_seq = store.latest_seq(s)
         discover = _needs_discovery(ws)
+        if not discover:  # the common case: one transaction to start the run
+            skipped = _skip_or_cache(s, ws, run_id)
     if discover:
         _discover(ctx, target, run_id)
-    with ctx.session() as s:
-        ws = store.get_workspace(s, workspace_id)
-        target = _target(ws)
-        skip = _skip_reason(ws)
-        if skip is not None:
-            run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
-            log.info("full sync of %s skipped: %s", workspace_id, skip[0])
-            return store.sync_run_to_dict(run)
-        # GitLab has no conditional requests on member listings.
-        cache = DbPageCache.load(s, ws.id) if target.provider == "github" else None
+        with ctx.session() as s:
+            ws = store.get_workspace(s, workspace_id)
+            skipped = _skip_or_cache(s, ws, run_id)
+    if isinstance(skipped, dict):
+        return skipped
+    cache = skipped
+    target = _target(ws)
 
     provider = ctx.provider_for(target.provider, target.installation_id)
     base = (provider.api_calls, provider.not_modified)
@@ -234,6 +233,18 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         log.info("full sync of %s: %s +%d -%d ~%d (%d calls, %d not modified)", workspace_id,
                  run.result, run.added, run.removed, run.changed, calls, not_modified)
         return store.sync_run_to_dict(run)
+
+
+def _skip_or_cache(s: Any, ws: Workspace, run_id: int) -> dict[str, Any] | DbPageCache | None:
+    """Before any provider request: the finished run's dict if the workspace
+    cannot be synced now, else the listing's page cache (None for GitLab,
+    which has no conditional requests on member listings)."""
+    skip = _skip_reason(ws)
+    if skip is not None:
+        run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
+        log.info("full sync of %s skipped: %s", ws.id, skip[0])
+        return store.sync_run_to_dict(run)
+    return DbPageCache.load(s, ws.id) if ws.provider == "github" else None
 
 
 def _without(p: Plan, ids: set[int]) -> Plan:
