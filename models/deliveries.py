@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -56,7 +57,7 @@ REQUEUEABLE = REPLAYABLE
 
 
 def record_delivery(
-    session: Session,
+    session: Session | Connection,
     id: str,
     provider: str,
     event: str,
@@ -98,8 +99,14 @@ def record_delivery(
     }
     # One statement built once per dialect and executed with parameters (the
     # compiled form is then cached): intake runs it for every delivery.
-    conn = session.connection()
+    conn = session.connection() if isinstance(session, Session) else session
     return conn.execute(_insert_or_skip(conn.dialect.name), values).scalar_one_or_none() is not None
+
+
+def status_and_lane(conn: Session | Connection, delivery_id: str) -> tuple[str, str | None] | None:
+    """A recorded delivery's status and lane (the intake's duplicate path)."""
+    row = conn.execute(select(Delivery.status, Delivery.org_key).where(Delivery.id == delivery_id)).one_or_none()
+    return (row[0], row[1]) if row is not None else None
 
 
 @functools.cache
