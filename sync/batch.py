@@ -42,8 +42,9 @@ from typing import Any
 from models import deliveries, lanes, store
 from models.deliveries import Claimed
 from models.lanes import FullSyncRequest
+from models.store import RunResult
 from models.tables import as_utc, utcnow
-from sync import events, members, orgs
+from sync import events, members, orgs, outcomes
 from sync.context import SyncContext
 from sync.errors import RateLimited, TransientProviderError
 from sync.triage import github_member, github_target
@@ -449,7 +450,7 @@ class Drain:
                     lanes.request_full_sync(s, self.lane, trigger=owed.trigger, force=owed.force)
             raise _Stop(self._retry(seg, f"transient provider error: {exc}")) from None
         self.report.full_syncs += 1
-        if run.get("result") == "held":
+        if run.result == "held":
             with self.ctx.session() as s:
                 lanes.listed(s, self.lane, quiet=BURST_QUIET)
             # The mass-removal guard holds the listing; each hint is still
@@ -458,30 +459,30 @@ class Drain:
             return
         self._finish_hints(ids, run, via="full_sync", note=lambda s: lanes.listed(s, self.lane, quiet=BURST_QUIET))
 
-    def _finish_hints(self, ids: list[str], run: dict[str, Any], *, via: str,
+    def _finish_hints(self, ids: list[str], run: RunResult, *, via: str,
                       note: Callable[[Any], None]) -> None:
         """Record the hints' outcome, with ``note`` (what the lane spent on
         them: reads or a listing) in the same transaction."""
         self.inflight = []
-        result = run.get("result")
-        summary = {k: run.get(k) for k in ("id", "kind", "result", "added", "removed", "changed", "api_calls")}
+        result = run.result
+        summary = outcomes.run_summary(run)
         with self.ctx.session() as s:
             note(s)
             if result == "ok":
                 # The change-feed entries the run made (capped: a listing that
                 # served a burst may have made thousands).
-                activity = store.activity_seqs(s, [f"sync:{run.get('id')}"], limit=100)
+                activity = store.activity_seqs(s, [f"sync:{run.id}"], limit=100)
                 n = deliveries.finish_processed(s, ids, self.holder, {
-                    "result": "member_synced", "via": via, "workspace": run.get("workspace"),
+                    "result": "member_synced", "via": via, "workspace": run.workspace_id,
                     "hints": len(ids), "sync": summary, "activity": activity})
                 self._count(deliveries.PROCESSED, n)
             elif result == "skipped":
-                reason = run.get("error") or "the workspace cannot be synced now"
+                reason = run.error or "the workspace cannot be synced now"
                 n = deliveries.finish_ignored(s, ids, self.holder, str(reason), sync=summary)
                 self._count(deliveries.IGNORED, n)
             else:
                 n = deliveries.finish_failed(s, ids, self.holder,
-                                             f"sync run {run.get('id')} {result}: {run.get('error') or ''}".strip())
+                                             f"sync run {run.id} {result}: {run.error or ''}".strip())
                 self._count(deliveries.FAILED, n)
 
     # ------------------------------------------------------------------ full syncs owed
