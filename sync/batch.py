@@ -260,6 +260,7 @@ class Drain:
             # the sweep); one the batch's own events owe runs after them.
             if self.lease is not None and self.lease.full_sync_due():
                 self._maybe_full_sync()
+                self.lease = lanes.Lease(None)  # taken: nothing else is known to be owed
             while True:
                 if not self.queue and not self._refill():
                     return
