@@ -25,6 +25,10 @@ from models.tables import Counter
 if TYPE_CHECKING:
     from demo.fakes.server import FakeProviderServer
 
+# Fixtures shared by several test packages, each defined once: the web app's
+# World (tests/app_world.py) and the worker's Env (tests/worker_env.py).
+pytest_plugins = ["tests.app_world", "tests.worker_env"]
+
 PG_URL = os.environ.get("ORGSYNC_TEST_DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("ORGSYNC_TEST_REDIS_URL", "").strip()
 # Under xdist each worker process flushes its own Redis database: gw0 the one

@@ -111,8 +111,8 @@ from sync.orgs import full_sync
 from sync.providers.base import Provider
 from sync.providers.github import GitHubProvider
 from sync.providers.gitlab import GitLabProvider
+from tests.app_world import APP_ID, GITHUB_SECRET, GITLAB_SECRET, World
 from tests.conftest import need_corpus, need_postgres
-from tests.webhooks.conftest import APP_ID, GITHUB_SECRET, GITLAB_SECRET, World
 from webhooks.app import create_app
 
 # Small pages: a handful of members already spans several roster pages.

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from models import deliveries, lanes, store
 from models.tables import Delivery, SyncRun
 from runtime import queues
-from tests.webhooks.conftest import MakeWorld, World
+from tests.app_world import MakeWorld, World
 
 ADMIN = "admin-secret-1"
 ADMIN_OLD = "admin-secret-0"

@@ -27,7 +27,7 @@ from sync.providers.base import (
     RosterPage,
     TokenOrg,
 )
-from tests.webhooks.conftest import World
+from tests.app_world import World
 
 ORG_ID, LOGIN, INST = 38302899, "Octocoders", 1
 ALICE = (501, "alice")

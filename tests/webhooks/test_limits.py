@@ -12,7 +12,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from sync.providers.signatures import github_headers
-from tests.webhooks.conftest import GITHUB_SECRET, World
+from tests.app_world import GITHUB_SECRET, World
 from webhooks.limits import BODY_READ_SECONDS, BodyReadDeadline
 
 

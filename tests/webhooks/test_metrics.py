@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event
 
 from models.tables import Delivery, SyncRun
-from tests.webhooks.conftest import MakeWorld, World
+from tests.app_world import MakeWorld, World
 from webhooks.app import create_app
 from webhooks.observability import CLOCK_EXTENSION, METRICS_REFRESH_SECONDS
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from models import managed, store, users
-from tests.webhooks.conftest import MakeWorld, World
+from tests.app_world import MakeWorld, World
 from tests.webhooks.platform_helpers import call, fingerprint, platform_world
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from models import managed, store
 from models.errors import StoreError
-from tests.webhooks.conftest import MakeWorld, World
+from tests.app_world import MakeWorld, World
 from tests.webhooks.platform_helpers import (
     Cast,
     activity_after,

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event
 
 from models import managed, store, users
-from tests.webhooks.conftest import MakeWorld, World
+from tests.app_world import MakeWorld, World
 from tests.webhooks.platform_helpers import (
     ADMIN,
     Cast,

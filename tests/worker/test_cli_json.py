@@ -14,8 +14,8 @@ import pytest
 
 from models.config import load_settings
 from runtime.process import Runtime
-from tests.worker.conftest import ADMIN_TOKEN, SERVICE_TOKEN
 from tests.worker.test_cli_ops import _record, cli_env, seeded  # noqa: F401 - fixtures
+from tests.worker_env import ADMIN_TOKEN, SERVICE_TOKEN
 from webhooks.app import create_app
 
 ORGSYNC = Path(sys.executable).with_name("orgsync")

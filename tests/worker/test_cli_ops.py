@@ -22,7 +22,7 @@ from models import deliveries, store
 from models.base import make_engine
 from models.migrate import upgrade
 from runtime.process import Runtime, embedded_redis, set_runtime
-from tests.worker.conftest import (
+from tests.worker_env import (
     ADMIN_TOKEN,
     APP_ID,
     GITHUB_SECRET,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from models import store
-from tests.worker.conftest import Env
+from tests.worker_env import Env
 from worker import jobs
 from worker.cron import (
     PRUNE_CRON,

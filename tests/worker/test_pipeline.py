@@ -21,7 +21,7 @@ from models.tables import Delivery, SyncRun, WorkLane, utcnow
 from runtime import operations, queues
 from sync import batch
 from sync.context import build_sync_context
-from tests.worker.conftest import ORG_ID, Env
+from tests.worker_env import ORG_ID, Env
 from worker import jobs
 
 LANE = f"github:{ORG_ID}"

@@ -1,7 +1,11 @@
-"""Worker fixtures: a Runtime over a fresh database (SQLite; PostgreSQL where a
+"""The worker's Env: a Runtime over a fresh database (SQLite; PostgreSQL where a
 test asks for ``engine``) and fakeredis or real Redis, the fake provider
 server with one GitHub org installed, and helpers to record deliveries and
-drain the queues with real RQ workers in burst mode."""
+drain the queues with real RQ workers in burst mode.
+
+A plugin of tests/conftest.py: ``env``, ``real_env`` and ``env_all_db`` serve
+every test package (the pipeline's parts live in sync/, runtime/, models/ and
+worker/)."""
 from __future__ import annotations
 
 import hashlib

@@ -1,7 +1,10 @@
-"""Webhook fixtures: the app over SQLite and PostgreSQL (tests.conftest
+"""The web app's World: the app over SQLite and PostgreSQL (tests.conftest
 ``engine``), fakeredis (or real Redis), configured secrets, the fake provider
 server, helpers to post correctly signed deliveries, and a burst worker that
-drains the webhooks queue through the real RQ code path."""
+drains the webhooks queue through the real RQ code path.
+
+A plugin of tests/conftest.py: ``world`` and ``make_world`` serve every test
+package (the web app's, and the sync rules' tests that go through it)."""
 from __future__ import annotations
 
 import json
