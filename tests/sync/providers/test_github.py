@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -34,6 +33,7 @@ from sync.errors import (
 )
 from sync.providers.base import CachedPage, Provider, ProviderMember, ProviderOrg, RosterPage
 from sync.providers.github import GitHubProvider
+from tests.conftest import CORPUS as SHARED_CORPUS
 
 API = "https://api.github.com"
 # PyGithub sends every request to an explicit :443, so that is what the
@@ -42,7 +42,7 @@ WIRE = "https://api.github.com:443"
 APP_ID = "4242"
 INSTALLATION = 77
 ORG = ProviderOrg(provider="github", org_id=9001, login="acme", installation_id=INSTALLATION)
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "api"
+CORPUS = SHARED_CORPUS / "api"
 
 
 # --------------------------------------------------------------- fixtures
