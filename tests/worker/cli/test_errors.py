@@ -18,11 +18,11 @@ import pytest
 
 from models.config import Settings
 from models.config_warnings import config_warnings
+from tests.conftest import ROOT
 from tests.worker.test_cli_ops import _record, cli_env, seeded  # noqa: F401 - fixtures
 
 ORGSYNC = Path(sys.executable).with_name("orgsync")
 GUNICORN = Path(sys.executable).with_name("gunicorn")
-ROOT = Path(__file__).resolve().parents[2]
 DOWN_DB = "postgresql+psycopg://nobody@127.0.0.1:1/orgsync"
 
 
