@@ -12,6 +12,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+from click.testing import CliRunner
+
+from worker.cli import main
+
 ORGSYNC = Path(sys.executable).with_name("orgsync")
 
 
@@ -132,3 +137,30 @@ def test_dev_retries_a_failed_membership_read_with_no_redis_anywhere(tmp_path: P
         proc.terminate()
         proc.communicate(timeout=20)
         engine.dispose()
+
+
+@pytest.mark.redis
+def test_worker_does_not_exit_zero_when_rqs_loop_ends_on_its_own(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ's work() returns, without raising, on a Redis timeout; a worker that
+    then exited 0 would look like a clean stop to a restart-on-failure
+    supervisor. It works again; only a requested stop ends it."""
+    from rq import SimpleWorker
+
+    from tests.conftest import need_redis
+
+    url = need_redis()
+    calls: list[int] = []
+
+    def work(self: SimpleWorker, burst: bool = False, **kwargs: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 2:
+            self._stop_requested = True  # a SIGTERM's warm shutdown
+        return False
+
+    monkeypatch.setattr(SimpleWorker, "work", work)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    result = CliRunner().invoke(main, ["worker"], env={**cli_env, "REDIS_URL": url})
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2
