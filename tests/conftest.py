@@ -23,6 +23,8 @@ from models.base import Base, make_engine, make_session_factory
 from models.tables import Counter
 
 if TYPE_CHECKING:
+    import responses
+
     from demo.fakes.server import FakeProviderServer
 
 # Fixtures shared by several test packages, each defined once: the web app's
@@ -177,3 +179,15 @@ def any_redis(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     if request.param == "fakeredis":
         return request.getfixturevalue("fake_redis")
     return request.getfixturevalue("real_redis")
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """Replayed HTTP (``responses``) for the tests of an HTTP client (the GitLab
+    adapter, the OIDC issuers' discovery documents and keys). Anything not
+    registered raises ConnectionError: an unexpected fetch fails loudly, and it
+    is counted in rsps.calls."""
+    import responses
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock

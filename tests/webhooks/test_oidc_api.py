@@ -13,13 +13,11 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import fakeredis
 import pytest
-import redis as redis_lib
 import responses
 
 from demo.fakes.issuer import DROP, GITHUB_ISSUER, GITLAB_ISSUER, FakeIssuer, b64url
@@ -117,19 +115,6 @@ def _seed(runtime: Runtime) -> dict[str, str]:
             "octocat": personal.id,
             "nosub": nosub_personal.id,
         }
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    # Anything not registered raises ConnectionError: an unexpected fetch
-    # fails loudly, and it is counted in rsps.calls.
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def fake_redis() -> redis_lib.Redis:
-    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 
 def _make_world(tmp_path: Any, fake_redis: Any, rsps: responses.RequestsMock, **settings: Any) -> World:
