@@ -38,17 +38,6 @@ GITLAB_SIGNING = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 b
 APP_ID = "4242"
 
 
-@pytest.fixture(scope="session")
-def app_private_key(app_key: str) -> str:
-    """The session's GitHub App key (the fake accepts any well-formed app JWT)."""
-    return app_key
-
-
-@pytest.fixture
-def provider_server(server: FakeProviderServer) -> FakeProviderServer:
-    return server
-
-
 @dataclass
 class World:
     app: Flask
@@ -196,8 +185,8 @@ MakeWorld = Callable[..., World]
 
 @pytest.fixture
 def make_world(
-    engine: Engine, fake_redis: redis_lib.Redis, provider_server: FakeProviderServer,
-    app_private_key: str, db_url: str,
+    engine: Engine, fake_redis: redis_lib.Redis, server: FakeProviderServer,
+    app_key: str, db_url: str,
 ) -> Iterator[MakeWorld]:
     """Build a World; keyword arguments override Settings fields, and
     ``redis=`` swaps the app's Redis (a closed port, real Redis)."""
@@ -206,11 +195,11 @@ def make_world(
         settings = Settings(
             database_url=db_url,
             redis_url="redis://127.0.0.1:6379/15",
-            github_api_url=provider_server.github_api_url,
+            github_api_url=server.github_api_url,
             github_app_id=APP_ID,
-            github_app_private_key=app_private_key,
+            github_app_private_key=app_key,
             github_webhook_secrets=(GITHUB_SECRET,),
-            gitlab_url=provider_server.gitlab_url,
+            gitlab_url=server.gitlab_url,
             gitlab_token=DEFAULT_TOKEN,
             gitlab_webhook_secrets=(GITLAB_SECRET,),
         )
@@ -219,7 +208,7 @@ def make_world(
         runtime = Runtime(settings, redis_client=conn, engine=engine)
         set_runtime(runtime)  # what worker.jobs sees
         app = create_app(runtime=runtime)
-        return World(app, app.test_client(), runtime, conn, provider_server)
+        return World(app, app.test_client(), runtime, conn, server)
 
     yield build
     set_runtime(None)

@@ -83,15 +83,26 @@ def _fresh_github_tokens() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def app_key() -> str:
-    """A throwaway GitHub App private key (PEM), one per test session."""
+def app_key_pair() -> tuple[str, str]:
+    """A throwaway GitHub App key, one per test session: (private PEM, public
+    PEM); a fake GitHub that verifies app JWTs is given the public one."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
+    private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    return private, public
+
+
+@pytest.fixture(scope="session")
+def app_key(app_key_pair: tuple[str, str]) -> str:
+    """The session's GitHub App private key (PEM)."""
+    return app_key_pair[0]
 
 
 @pytest.fixture

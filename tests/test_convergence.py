@@ -72,8 +72,6 @@ from typing import Any
 
 import fakeredis
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -296,14 +294,6 @@ class Env:
         self.github.reset()
         self.gitlab.reset()
         self.redis.flushall()
-
-
-@pytest.fixture(scope="module")
-def app_key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
 
 
 @pytest.fixture(scope="module")

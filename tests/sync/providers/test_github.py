@@ -48,19 +48,6 @@ CORPUS = SHARED_CORPUS / "api"
 # --------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def gh_app_key() -> tuple[str, str]:
-    """(private PEM, public PEM) of a throwaway GitHub App key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    return private, public
-
-
 @pytest.fixture
 def gh_no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any sleep (PyGithub's rate-limit wait, retry backoff, throttle) fails the test."""
@@ -78,8 +65,8 @@ def gh_http(gh_no_sleep: None) -> Iterator[responses.RequestsMock]:
 
 
 @pytest.fixture
-def gh_provider(gh_app_key: tuple[str, str]) -> GitHubProvider:
-    return GitHubProvider(API, APP_ID, gh_app_key[0], installation_id=INSTALLATION)
+def gh_provider(app_key_pair: tuple[str, str]) -> GitHubProvider:
+    return GitHubProvider(API, APP_ID, app_key_pair[0], installation_id=INSTALLATION)
 
 
 class DictPageCache:
@@ -141,7 +128,7 @@ def test_is_a_provider(gh_provider: GitHubProvider) -> None:
 
 
 def test_roster_pages_follow_link_and_map_roles(
-    gh_http: responses.RequestsMock, gh_provider: GitHubProvider, gh_app_key: tuple[str, str]
+    gh_http: responses.RequestsMock, gh_provider: GitHubProvider, app_key_pair: tuple[str, str]
 ) -> None:
     token_exchange(gh_http)
     gh_http.get(members_url("admin"), json=users(1, 2), headers={"ETag": 'W/"a1"'})
@@ -168,7 +155,7 @@ def test_roster_pages_follow_link_and_map_roles(
     assert json.loads(body) == {"permissions": {"members": "read"}}
     scheme, _, app_jwt = str(exchange.headers["Authorization"]).partition(" ")
     assert scheme == "Bearer"
-    claims = jwt.decode(app_jwt, gh_app_key[1], algorithms=["RS256"])
+    claims = jwt.decode(app_jwt, app_key_pair[1], algorithms=["RS256"])
     assert claims["iss"] == APP_ID
     for call in gh_http.calls[1:]:
         assert call.request.headers["Authorization"] == "token ghs_test"
@@ -203,10 +190,10 @@ def test_roster_conditional_requests_use_and_fill_the_cache(
 
 
 def test_roster_304_without_link_continues_after_a_full_cached_page(
-    gh_http: responses.RequestsMock, gh_app_key: tuple[str, str]
+    gh_http: responses.RequestsMock, app_key_pair: tuple[str, str]
 ) -> None:
     """GitHub need not repeat Link on a 304: a full cached page means 'ask for the next'."""
-    provider = GitHubProvider(API, APP_ID, gh_app_key[0], installation_id=INSTALLATION, per_page=2)
+    provider = GitHubProvider(API, APP_ID, app_key_pair[0], installation_id=INSTALLATION, per_page=2)
     cache = DictPageCache()
     first = f"{API}/orgs/acme/members?per_page=2&role=admin"
     cache.put(first, CachedPage('"p1"', [ProviderMember(1, "a", "admin"), ProviderMember(2, "b", "admin")]))
@@ -255,8 +242,8 @@ def test_roster_refuses_a_link_to_another_host(
     assert len(gh_http.calls) == 2
 
 
-def test_roster_without_installation_is_auth_broken(gh_app_key: tuple[str, str]) -> None:
-    provider = GitHubProvider(API, APP_ID, gh_app_key[0])
+def test_roster_without_installation_is_auth_broken(app_key_pair: tuple[str, str]) -> None:
+    provider = GitHubProvider(API, APP_ID, app_key_pair[0])
     with pytest.raises(AuthBroken):
         next(provider.iter_roster(ProviderOrg("github", 1, "acme")))
     assert provider.api_calls == 0
@@ -577,8 +564,8 @@ def test_rejected_user_token(gh_http: responses.RequestsMock, gh_provider: GitHu
 
 
 @pytest.fixture
-def gh_fake(gh_app_key: tuple[str, str]) -> FakeGitHub:
-    fake = FakeGitHub(app_id=APP_ID, app_public_key=gh_app_key[1])
+def gh_fake(app_key_pair: tuple[str, str]) -> FakeGitHub:
+    fake = FakeGitHub(app_id=APP_ID, app_public_key=app_key_pair[1])
     fake.add_org(9001, "acme", installation_id=INSTALLATION, name="Acme Inc")
     fake.add_members(9001, ((i, f"admin{i}", "admin") for i in range(1, 11)))
     fake.add_members(9001, ((i, f"user{i}", "member") for i in range(100, 340)))
@@ -631,8 +618,8 @@ def gh_server_url(gh_fake: FakeGitHub, gh_switch: tuple[_SwitchableGitHub, str])
 
 
 @pytest.fixture
-def gh_live(gh_server_url: str, gh_app_key: tuple[str, str]) -> GitHubProvider:
-    return GitHubProvider(gh_server_url, APP_ID, gh_app_key[0], installation_id=INSTALLATION)
+def gh_live(gh_server_url: str, app_key_pair: tuple[str, str]) -> GitHubProvider:
+    return GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=INSTALLATION)
 
 
 def roster_of(pages: list[RosterPage]) -> dict[int, ProviderMember]:
@@ -716,13 +703,13 @@ def test_e2e_members_and_renames(gh_live: GitHubProvider, gh_fake: FakeGitHub) -
 
 
 def test_e2e_revoked_installation_is_auth_broken(
-    gh_live: GitHubProvider, gh_fake: FakeGitHub, gh_server_url: str, gh_app_key: tuple[str, str]
+    gh_live: GitHubProvider, gh_fake: FakeGitHub, gh_server_url: str, app_key_pair: tuple[str, str]
 ) -> None:
     gh_live.get_org(9001)
     gh_fake.revoke_installation(INSTALLATION)
     with pytest.raises(AuthBroken):
         gh_live.get_org(9001)  # the held token now 401s, and the re-exchange 404s
-    fresh = GitHubProvider(gh_server_url, APP_ID, gh_app_key[0], installation_id=INSTALLATION)
+    fresh = GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=INSTALLATION)
     with pytest.raises(AuthBroken):
         list(fresh.iter_roster(ORG))
 
@@ -755,11 +742,11 @@ def test_e2e_user_token(gh_live: GitHubProvider, gh_fake: FakeGitHub) -> None:
 
 
 def test_e2e_large_org_paginates_without_loading_everything(
-    gh_server_url: str, gh_fake: FakeGitHub, gh_app_key: tuple[str, str]
+    gh_server_url: str, gh_fake: FakeGitHub, app_key_pair: tuple[str, str]
 ) -> None:
     gh_fake.add_org(7, "big", installation_id=8)
     gh_fake.add_members(7, ((i, f"m{i}", "member") for i in range(1, 1001)))
-    provider = GitHubProvider(gh_server_url, APP_ID, gh_app_key[0], installation_id=8)
+    provider = GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=8)
     big = ProviderOrg("github", 7, "big", installation_id=8)
     total = sum(len(p.members) for p in provider.iter_roster(big))
     assert total == 1000
@@ -783,7 +770,7 @@ def test_e2e_large_org_paginates_without_loading_everything(
     ],
 )
 def test_fake_answers_have_the_corpus_field_names(
-    gh_fake: FakeGitHub, gh_app_key: tuple[str, str], corpus_file: str, path: str, auth: str
+    gh_fake: FakeGitHub, app_key_pair: tuple[str, str], corpus_file: str, path: str, auth: str
 ) -> None:
     source = CORPUS / corpus_file
     if not source.is_file():
@@ -797,11 +784,11 @@ def test_fake_answers_have_the_corpus_field_names(
     if auth == "installation":
         minted = client.post(
             f"/app/installations/{INSTALLATION}/access_tokens",
-            headers={"Authorization": f"Bearer {jwt.encode(app_claims(), gh_app_key[0], 'RS256')}"},
+            headers={"Authorization": f"Bearer {jwt.encode(app_claims(), app_key_pair[0], 'RS256')}"},
         )
         header = f"token {minted.get_json()['token']}"
     elif auth == "jwt":
-        header = f"Bearer {jwt.encode(app_claims(), gh_app_key[0], 'RS256')}"
+        header = f"Bearer {jwt.encode(app_claims(), app_key_pair[0], 'RS256')}"
     else:
         header = "token gho_shape"
     answer = client.get(path, headers={"Authorization": header})
