@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +46,15 @@ if REDIS_URL and _XDIST_WORKER.startswith("gw") and _XDIST_WORKER[2:].isdigit():
 REQUIRE = os.environ.get("ORGSYNC_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
+# The console script beside this Python (the venv's `orgsync`).
+ORGSYNC = Path(sys.executable).with_name("orgsync")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (for a process to bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def need_service(what: str, variable: str, available: bool) -> None:

@@ -19,17 +19,15 @@ import pytest
 
 from demo.fakes.server import FakeProviderServer
 from sync.providers.signatures import github_headers
-from tests.conftest import REDIS_URL, need_redis
+from tests.conftest import REDIS_URL, ROOT, free_port, need_redis
 from tests.e2e.test_procfile import (  # noqa: F401 - fixtures
     ADMIN,
     APP_ID,
     BIN,
     INSTALLATION,
     ORG_ID,
-    ROOT,
     SECRET,
     SERVICE,
-    free_port,
     github,
     http,
 )

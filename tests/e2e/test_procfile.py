@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,9 +23,8 @@ import pytest
 from demo.fakes.github_server import FakeGitHub
 from demo.fakes.server import FakeProviderServer
 from sync.providers.signatures import github_headers
-from tests.conftest import REDIS_URL, need_redis
+from tests.conftest import REDIS_URL, ROOT, free_port, need_redis
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 APP_ID = 31337
 ORG_ID, INSTALLATION = 7001, 4242
@@ -44,12 +42,6 @@ def procfile() -> dict[str, str]:
             name, _, command = line.partition(":")
             entries[name.strip()] = command.strip()
     return entries
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

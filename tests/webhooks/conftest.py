@@ -32,3 +32,13 @@ def acme(api: World) -> dict[str, Any]:
         store.transfer_ownership(s, ws, u1, actor="test")
         ids = {"ws": ws_id, "u1": u1.id, "u2": u2.id, "outsider": outsider.id}
     return ids
+
+
+class Clock:
+    """A clock that stands still until a test moves ``now``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

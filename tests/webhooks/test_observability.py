@@ -17,16 +17,9 @@ from models import deliveries
 from models.tables import Delivery, SyncRun
 from runtime import queues
 from tests.app_world import MakeWorld, World
+from tests.webhooks.conftest import Clock
 from webhooks.app import create_app
 from webhooks.observability import CLOCK_EXTENSION, METRICS_REFRESH_SECONDS
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @contextmanager
@@ -63,7 +56,7 @@ def _scrape(world: World, **headers: str) -> str:
 
 @pytest.fixture
 def clocked(world: World) -> tuple[World, Clock, str]:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     world.app.extensions[CLOCK_EXTENSION] = clock
     return world, clock, world.github_workspace(1, "acme")
 
@@ -118,7 +111,7 @@ def test_without_redis_each_process_still_refreshes_at_most_once_per_interval(
     make_world: MakeWorld, down_fake_redis: Any
 ) -> None:
     world = make_world(redis=down_fake_redis)
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     world.app.extensions[CLOCK_EXTENSION] = clock
     with statements(world) as seen:
         text = _scrape(world)

@@ -34,6 +34,7 @@ from sync.errors import (
 from sync.providers.base import CachedPage, Provider, ProviderMember, ProviderOrg, RosterPage
 from sync.providers.github import GitHubProvider
 from tests.conftest import CORPUS as SHARED_CORPUS
+from tests.fakes.provider import DictCache
 
 API = "https://api.github.com"
 # PyGithub sends every request to an explicit :443, so that is what the
@@ -67,17 +68,6 @@ def gh_http(gh_no_sleep: None) -> Iterator[responses.RequestsMock]:
 @pytest.fixture
 def gh_provider(app_key_pair: tuple[str, str]) -> GitHubProvider:
     return GitHubProvider(API, APP_ID, app_key_pair[0], installation_id=INSTALLATION)
-
-
-class DictPageCache:
-    def __init__(self) -> None:
-        self.pages: dict[str, CachedPage] = {}
-
-    def get(self, url: str) -> CachedPage | None:
-        return self.pages.get(url)
-
-    def put(self, url: str, page: CachedPage) -> None:
-        self.pages[url] = page
 
 
 def token_exchange(rsps: responses.RequestsMock, status: int = 201, token: str = "ghs_test") -> None:
@@ -165,7 +155,7 @@ def test_roster_pages_follow_link_and_map_roles(
 def test_roster_conditional_requests_use_and_fill_the_cache(
     gh_http: responses.RequestsMock, gh_provider: GitHubProvider
 ) -> None:
-    cache = DictPageCache()
+    cache = DictCache[CachedPage]()
     admin_key = f"{API}/orgs/acme/members?per_page=100&role=admin"
     member_key = f"{API}/orgs/acme/members?per_page=100&role=member"
     cached_admins = [ProviderMember(1, "u1", "admin", "admin")]
@@ -194,7 +184,7 @@ def test_roster_304_without_link_continues_after_a_full_cached_page(
 ) -> None:
     """GitHub need not repeat Link on a 304: a full cached page means 'ask for the next'."""
     provider = GitHubProvider(API, APP_ID, app_key_pair[0], installation_id=INSTALLATION, per_page=2)
-    cache = DictPageCache()
+    cache = DictCache[CachedPage]()
     first = f"{API}/orgs/acme/members?per_page=2&role=admin"
     cache.put(first, CachedPage('"p1"', [ProviderMember(1, "a", "admin"), ProviderMember(2, "b", "admin")]))
     token_exchange(gh_http)
@@ -629,7 +619,7 @@ def roster_of(pages: list[RosterPage]) -> dict[int, ProviderMember]:
 def test_e2e_roster_costs_one_request_per_page_then_all_304(
     gh_live: GitHubProvider, gh_fake: FakeGitHub
 ) -> None:
-    cache = DictPageCache()
+    cache = DictCache[CachedPage]()
     pages = list(gh_live.iter_roster(ORG, cache))
 
     roster = roster_of(pages)
@@ -652,7 +642,7 @@ def test_e2e_roster_costs_one_request_per_page_then_all_304(
 
 
 def test_e2e_a_change_refetches_only_the_changed_page(gh_live: GitHubProvider, gh_fake: FakeGitHub) -> None:
-    cache = DictPageCache()
+    cache = DictCache[CachedPage]()
     list(gh_live.iter_roster(ORG, cache))
     gh_fake.add_member(9001, 999, "newcomer")  # sorts last: only the last member page changes
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ROOT
+from tests.conftest import ORGSYNC, ROOT
 from tests.worker.cli.conftest import _record
 from worker.cli import main
 
-ORGSYNC = Path(sys.executable).with_name("orgsync")
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 DOWN_DB = "postgresql+psycopg://nobody@127.0.0.1:1/orgsync"
 

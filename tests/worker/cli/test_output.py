@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,10 @@ import pytest
 
 from models.config import load_settings
 from runtime.process import Runtime
+from tests.conftest import ORGSYNC
 from tests.worker.cli.conftest import _record
 from tests.worker_env import ADMIN_TOKEN, SERVICE_TOKEN
 from webhooks.app import create_app
-
-ORGSYNC = Path(sys.executable).with_name("orgsync")
 
 # (CLI arguments, API path, token kind); the status read is compared without
 # "queues": without REDIS_URL the queues live inside `orgsync dev`, so the CLI

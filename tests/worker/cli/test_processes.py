@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,15 +13,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import ORGSYNC, free_port
 from worker.cli import main
-
-ORGSYNC = Path(sys.executable).with_name("orgsync")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -35,7 +26,7 @@ def _get(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
 
 
 def test_dev_serves_health_and_ready_on_embedded_default(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     proc = subprocess.Popen(
         [str(ORGSYNC), "dev", "--port", str(port)], cwd=tmp_path, env=env,
@@ -94,7 +85,7 @@ def test_dev_retries_a_failed_membership_read_with_no_redis_anywhere(tmp_path: P
     with session_scope(sessions) as s:
         store.create_provider_workspace(s, "github", 9001, "acme", actor="test", installation_id=77)
     server.github.fail("/memberships/", 502, times=1)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "ORGSYNC_", "GITHUB_"))}
     env.update(DATABASE_URL=db_url, GITHUB_API_URL=server.github_api_url, GITHUB_APP_ID="4242",
                GITHUB_APP_PRIVATE_KEY=app_key, GITHUB_WEBHOOK_SECRET="s3cret")

@@ -6,19 +6,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from demo.fakes.server import FakeProviderServer
 from runtime.process import Runtime, set_runtime
+from tests.conftest import ORGSYNC
 from tests.worker.cli.conftest import as_json, run
 from tests.worker_env import make_settings
-
-ORGSYNC = Path(sys.executable).with_name("orgsync")
 
 
 def test_resync_without_redis_runs_the_sync_in_process(cli_env: dict[str, str], seeded: dict[str, str]) -> None:
