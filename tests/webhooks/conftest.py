@@ -1,10 +1,14 @@
-"""Fixtures of the web app's API tests: a World with the service and admin APIs
-on (two admin tokens, for rotation), and a GitHub org workspace in it."""
+"""Fixtures and helpers of the web app's tests: a World with the service and
+admin APIs on (two admin tokens, for rotation) and a GitHub org workspace in
+it; a clock the test moves; the SQL statements a block runs."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from models import store
 from tests.app_world import MakeWorld, World
@@ -42,3 +46,18 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@contextmanager
+def statements(world: World) -> Iterator[list[str]]:
+    """Every SQL statement the app's engine runs inside the block."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        seen.append(sql)
+
+    event.listen(world.runtime.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(world.runtime.engine, "before_cursor_execute", record)

@@ -5,36 +5,18 @@ protects it."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from models import deliveries
 from models.tables import Delivery, SyncRun
 from runtime import queues
 from tests.app_world import MakeWorld, World
-from tests.webhooks.conftest import Clock
+from tests.webhooks.conftest import Clock, statements
 from webhooks.app import create_app
 from webhooks.observability import CLOCK_EXTENSION, METRICS_REFRESH_SECONDS
-
-
-@contextmanager
-def statements(world: World) -> Iterator[list[str]]:
-    """Every SQL statement the app's engine runs inside the block."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        seen.append(sql)
-
-    event.listen(world.runtime.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(world.runtime.engine, "before_cursor_execute", record)
 
 
 def _grow(world: World, workspace_id: str, rows: int) -> None:

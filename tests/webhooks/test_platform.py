@@ -17,17 +17,15 @@ A's name (nor A's under B's), not with forged or altered invitation tokens,
 not by B's people acting on A."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import event
 
 from models import managed, store, users
 from models.errors import StoreError
 from tests.app_world import MakeWorld, World
+from tests.webhooks.conftest import statements
 from tests.webhooks.platform_helpers import (
     ADMIN,
     Cast,
@@ -617,20 +615,6 @@ def test_access_to_unknown_workspace_is_404(world: World, cast: Cast) -> None:
 # --------------------------------------------------------------------------- SQL statements per request
 
 
-@contextmanager
-def count_statements(world: World) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    event.listen(world.runtime.engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(world.runtime.engine, "before_cursor_execute", before)
-
-
 def _user_in(world: World, n: int, tag: str) -> None:
     """User ``tag`` in n managed workspaces (as a member) plus their personal
     one, and in one provider workspace through the roster."""
@@ -657,11 +641,11 @@ def test_hot_reads_cost_a_fixed_number_of_statements(world: World, ref_kind: str
         with world.session() as s:
             ident = store.get_user(s, tag).identities[0]
         ref = tag if ref_kind == "username" else f"github:{ident.provider_user_id}"
-        with count_statements(world) as seen:
+        with statements(world) as seen:
             body = call(world, "GET", f"/v1/users/{ref}/workspaces").get_json()
         assert len(body["workspaces"]) == n + 2
         counts["workspaces"].append(len(seen))
-        with count_statements(world) as seen:
+        with statements(world) as seen:
             body = call(world, "GET", f"/v1/workspaces/{tag}-ws-001/access/{ref}").get_json()
         assert body["role"] == "member"
         counts["access"].append(len(seen))
