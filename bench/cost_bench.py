@@ -43,12 +43,13 @@ def intake(n: int) -> None:
     from bare_app import app as bare
 
     from models.config import load_settings
+    from runtime.logs import configure_logging
     from runtime.process import Runtime
     from webhooks.app import create_app
 
     url = fresh_schema(PG, "bench_cost_intake")
     redis.Redis.from_url(REDIS).flushdb()
-    os.environ.update(DATABASE_URL=url, REDIS_URL=REDIS, GITHUB_WEBHOOK_SECRET=SECRET, ORGSYNC_LOG_LEVEL="WARNING")
+    os.environ.update(DATABASE_URL=url, REDIS_URL=REDIS, GITHUB_WEBHOOK_SECRET=SECRET, ORGSYNC_LOG_LEVEL="INFO")
     corpus = Path(ROOT).parent / "shared/corpus/github/organization.member_added.json"
     template: dict[str, Any] = json.loads(corpus.read_text()) if corpus.exists() else {
         "action": "member_added", "organization": {"id": 1, "login": "acme"},
@@ -56,6 +57,9 @@ def intake(n: int) -> None:
     body = json.dumps(template).encode()
     sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     client = create_app(runtime=Runtime(load_settings())).test_client()
+    # Production logs one line per delivery at INFO: rendered and written
+    # here too (to /dev/null), so the figure includes it.
+    configure_logging("INFO", stream=open(os.devnull, "w"), force=True)  # noqa: SIM115
 
     def post() -> None:
         resp = client.post("/webhooks/github", data=body, headers={

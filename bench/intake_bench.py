@@ -109,7 +109,7 @@ def gunicorn(app: str, port: int, workers: int, env: dict[str, str], *, threads:
     # The logs go to a file, as a real deployment's would go somewhere: a
     # pipe nobody reads fills after 64 KiB and then blocks every request's
     # log line (the server hung that way).
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 

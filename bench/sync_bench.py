@@ -156,8 +156,8 @@ def _measure(n: int, label: str, key: str, out: Connection) -> None:
         stats = parent.recv()
         lines += [
             f"N={n:,} on {label}",
-            f"  full sync:        {wall:8.2f} s wall, result {first['result']}, added {first['added']:,}",
-            (f"  API calls:        {first['api_calls']} (fake server saw {stats['requests']}); roster "
+            f"  full sync:        {wall:8.2f} s wall, result {first.result}, added {first.added:,}",
+            (f"  API calls:        {first.api_calls} (fake server saw {stats['requests']}); roster "
             f"requests {stats['roster']} = ceil(N/100) {math.ceil(n / 100)} + "
             f"{stats['roster'] - math.ceil(n / 100)} (admins listed separately; expected "
             f"{expected_roster}) + 2 constant (token exchange, org read)"),
@@ -179,10 +179,10 @@ def _measure(n: int, label: str, key: str, out: Connection) -> None:
         parent.send("stats")
         stats2 = parent.recv()
         lines += [
-            (f"  unchanged resync: {wall2:8.2f} s wall (under tracemalloc), result {second['result']}, "
-            f"changes +{second['added']} -{second['removed']} ~{second['changed']}"),
+            (f"  unchanged resync: {wall2:8.2f} s wall (under tracemalloc), result {second.result}, "
+            f"changes +{second.added} -{second.removed} ~{second.changed}"),
             (f"                    304 answers {stats2['not_modified']} of {stats2['roster']} roster "
-            f"requests (run.not_modified {second['not_modified']}), API calls {second['api_calls']}, "
+            f"requests (run.not_modified {second.not_modified}), API calls {second.api_calls}, "
             f"DB statements {statements[0]}, traced Python peak {traced_peak / 2**20:.1f} MiB"),
         ]
     finally:

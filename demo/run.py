@@ -176,20 +176,20 @@ def adopt_all(demo: Demo, session_factory: Any) -> list[str]:
         installer = next(uid for uid, role in members.items() if role == "admin")
         adopted = adopt_installation(ctx, installation, org_id, login, installer, trigger="demo:start")
         # Adoption only takes the installation on; its first full sync runs here.
-        result = full_sync(ctx, adopted["workspace"], trigger="demo:start")
+        result = full_sync(ctx, adopted.workspace_id, trigger="demo:start")
         with ctx.session() as s:
             ws = store.get_provider_workspace(s, "github", org_id)
             if ws is not None and ws.subscription_plan is None:
                 # CI tenant resolution needs a paying workspace.
                 store.set_subscription(s, ws, "team", actor="demo:start")
-        lines.append(f"github:{login} ({result['result']}, {len(members)} members, plan team)")
+        lines.append(f"github:{login} ({result.result}, {len(members)} members, plan team)")
     for group_id, path, levels in GITLAB_GROUPS:
         with ctx.session() as s:
             ws = store.get_provider_workspace(s, "gitlab", group_id)
             ws_id = ws.id if ws is not None else store.create_provider_workspace(
                 s, "gitlab", group_id, path, actor="demo:start").id
         result = full_sync(ctx, ws_id, trigger="demo:start")
-        lines.append(f"gitlab:{path} ({result['result']}, {len(levels)} members)")
+        lines.append(f"gitlab:{path} ({result.result}, {len(levels)} members)")
     demo.adopted = lines
     return lines
 

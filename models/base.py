@@ -1,11 +1,13 @@
 """Engine and session handling. No Flask, RQ or HTTP here."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import MetaData, event
+from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -37,11 +39,45 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    ping_idle = "pool_pre_ping" not in kwargs
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if ping_idle:
+        event.listen(engine, "checkin", _note_checkin)
+        event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+# A pooled connection is pinged on checkout only when it sat idle this long:
+# that is when servers, proxies and firewalls drop connections. SQLAlchemy's
+# pool_pre_ping pings on every checkout, one extra round trip per
+# transaction (a worker's drain opens ~15). A connection the server dropped
+# while in use is caught by the statement that fails: SQLAlchemy then
+# invalidates it with every older connection of the pool.
+PING_AFTER_IDLE = 5.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """The pessimistic disconnect check of SQLAlchemy's pooling docs, limited
+    to idle connections: DisconnectionError makes the pool discard this one
+    and connect again (up to three times)."""
+    since = record.info.get("checked_in_at")
+    if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as exc:
+        raise exc_module.DisconnectionError(f"idle connection failed its ping: {type(exc).__name__}") from exc
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -56,7 +57,7 @@ REQUEUEABLE = REPLAYABLE
 
 
 def record_delivery(
-    session: Session,
+    session: Session | Connection,
     id: str,
     provider: str,
     event: str,
@@ -98,8 +99,14 @@ def record_delivery(
     }
     # One statement built once per dialect and executed with parameters (the
     # compiled form is then cached): intake runs it for every delivery.
-    conn = session.connection()
+    conn = session.connection() if isinstance(session, Session) else session
     return conn.execute(_insert_or_skip(conn.dialect.name), values).scalar_one_or_none() is not None
+
+
+def status_and_lane(conn: Session | Connection, delivery_id: str) -> tuple[str, str | None] | None:
+    """A recorded delivery's status and lane (the intake's duplicate path)."""
+    row = conn.execute(select(Delivery.status, Delivery.org_key).where(Delivery.id == delivery_id)).one_or_none()
+    return (row[0], row[1]) if row is not None else None
 
 
 @functools.cache
@@ -167,14 +174,15 @@ def _due_clause(now: datetime) -> Any:
 
 def claim_due(
     session: Session, lane: str, holder: str, lease: timedelta, *, limit: int = 1000,
-    now: datetime | None = None,
+    now: datetime | None = None, payloads: dict[str, str] | None = None,
 ) -> list[Claimed]:
     """Claim the lane's due deliveries, oldest first, under ``holder``'s lease.
 
     Callers hold the lane's own lease (models.lanes), which serialises
     drains of one org; the row lock with SKIP LOCKED on PostgreSQL keeps a
     claim that races an operator's replay from blocking or double-claiming
-    (SQLite has a single writer).
+    (SQLite has a single writer). With ``payloads``, the claimed rows'
+    payloads are put there by the same statement (a drain needs them all).
     """
     now = now or utcnow()
     ids = (
@@ -191,10 +199,15 @@ def claim_due(
         .values(status=PROCESSING, holder=holder, leased_until=now + lease, started_at=now,
                 attempts=Delivery.attempts + 1)
         .returning(Delivery.id, Delivery.provider, Delivery.event, Delivery.action, Delivery.attempts,
-                   Delivery.received_at, Delivery.hint_user_id)
+                   Delivery.received_at, Delivery.hint_user_id,
+                   *((Delivery.payload,) if payloads is not None else ()))
         .execution_options(synchronize_session=False)
     )
-    rows = [Claimed(*row) for row in session.execute(stmt)]
+    rows = []
+    for row in session.execute(stmt):
+        rows.append(Claimed(*row[:7]))
+        if payloads is not None:
+            payloads[row[0]] = row[7]
     rows.sort(key=lambda c: (as_utc(c.received_at), c.id))
     return rows
 

@@ -48,9 +48,23 @@ def _insert(session: Session):  # type: ignore[no-untyped-def]
     raise RuntimeError(f"work lanes need PostgreSQL or SQLite, not {dialect}")
 
 
-def acquire(session: Session, lane: str, holder: str, lease: timedelta, *, now: datetime | None = None) -> bool:
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lane's lease, taken; with the full sync the lane is owed, if any
+    (so the holder need not look it up)."""
+
+    full_sync_due_at: datetime | None
+
+    def full_sync_due(self, now: datetime | None = None) -> bool:
+        due = as_utc(self.full_sync_due_at)
+        return due is not None and due <= (now or utcnow())
+
+
+def acquire(session: Session, lane: str, holder: str, lease: timedelta, *,
+            now: datetime | None = None) -> Lease | None:
     """Take the lane's lease if nobody holds it (or it ran out); one atomic
-    statement, so two workers can never both succeed."""
+    statement, so two workers can never both succeed. None when another
+    holder has it."""
     now = now or utcnow()
     ins = _insert(session).values(lane=lane, holder=holder, leased_until=now + lease, full_sync_force=False,
                                   full_sync_attempts=0, hint_reads=0, updated_at=now)
@@ -58,8 +72,9 @@ def acquire(session: Session, lane: str, holder: str, lease: timedelta, *, now: 
         index_elements=["lane"],
         set_={"holder": holder, "leased_until": now + lease, "updated_at": now},
         where=or_(WorkLane.leased_until.is_(None), WorkLane.leased_until < now, WorkLane.holder == holder),
-    ).returning(WorkLane.lane)
-    return session.execute(stmt).scalar_one_or_none() is not None
+    ).returning(WorkLane.lane, WorkLane.full_sync_due_at)
+    row = session.execute(stmt).one_or_none()
+    return Lease(row[1]) if row is not None else None
 
 
 def extend(session: Session, lane: str, holder: str, until: datetime) -> bool:

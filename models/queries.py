@@ -13,6 +13,7 @@ from sqlalchemy import Float, case, cast, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from models.runs import RunResult, run_result
 from models.tables import Delivery, SyncRun, Workspace, as_utc, utcnow
 
 # Buckets of the sync and delivery duration histograms (seconds).
@@ -34,14 +35,14 @@ def provider_workspaces(session: Session) -> list[Workspace]:
     ))
 
 
-def last_full_runs(session: Session) -> dict[str, SyncRun]:
+def last_full_runs(session: Session) -> dict[str, RunResult]:
     """The newest full sync run of every workspace, in one query."""
     newest = (
         select(SyncRun.workspace_id, func.max(SyncRun.id).label("id"))
         .where(SyncRun.kind == "full").group_by(SyncRun.workspace_id).subquery()
     )
     runs = session.scalars(select(SyncRun).join(newest, newest.c.id == SyncRun.id))
-    return {r.workspace_id: r for r in runs}
+    return {r.workspace_id: run_result(r) for r in runs}
 
 
 def delivery_status_counts(session: Session) -> dict[str, int]:
@@ -132,14 +133,14 @@ def max_sync_run_id(session: Session) -> int:
     return int(session.scalar(select(func.max(SyncRun.id))) or 0)
 
 
-def full_runs_after(session: Session, workspace_ids: list[str], after_id: int) -> dict[str, SyncRun]:
+def full_runs_after(session: Session, workspace_ids: list[str], after_id: int) -> dict[str, RunResult]:
     """The newest full run of each workspace with an id above ``after_id``."""
     if not workspace_ids:
         return {}
-    out: dict[str, SyncRun] = {}
+    out: dict[str, RunResult] = {}
     for run in session.scalars(
         select(SyncRun).where(SyncRun.kind == "full", SyncRun.id > after_id,
                               SyncRun.workspace_id.in_(workspace_ids)).order_by(SyncRun.id)
     ):
-        out[run.workspace_id] = run
+        out[run.workspace_id] = run_result(run)
     return out

@@ -46,7 +46,51 @@ class RunOutcome:
     details: dict[str, Any] | None = None
 
 
-def finish_run(session: Session, run_id: int, outcome: RunOutcome) -> SyncRun:
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A sync run as the sync use cases return it: what ``finish_run``
+    recorded (or a run still ``running``). Times are UTC-aware. The edges
+    turn it into JSON (webhooks/serialize.py, worker/cli/serialize.py, and
+    sync/outcomes.py for the delivery outcomes the pipeline stores)."""
+
+    id: int
+    workspace_id: str
+    kind: str  # full | member
+    trigger: str
+    result: str  # running | ok | held | failed | rate_limited | auth_broken | skipped | lost
+    forced: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+    added: int
+    removed: int
+    changed: int
+    api_calls: int
+    not_modified: int
+    error: str | None
+    details: dict[str, Any]
+
+
+def run_result(run: SyncRun) -> RunResult:
+    return RunResult(
+        id=run.id,
+        workspace_id=run.workspace_id,
+        kind=run.kind,
+        trigger=run.trigger,
+        result=run.result,
+        forced=run.forced,
+        started_at=as_utc(run.started_at),
+        finished_at=as_utc(run.finished_at),
+        added=run.added,
+        removed=run.removed,
+        changed=run.changed,
+        api_calls=run.api_calls,
+        not_modified=run.not_modified,
+        error=run.error,
+        details=dict(run.details or {}),
+    )
+
+
+def finish_run(session: Session, run_id: int, outcome: RunOutcome) -> RunResult:
     """Record how a run ended, with its ``sync.finished``/``sync.held`` entry.
 
     Skipped runs get no activity entry: nothing was attempted, and a
@@ -86,7 +130,7 @@ def finish_run(session: Session, run_id: int, outcome: RunOutcome) -> SyncRun:
                 **(outcome.details or {}),
             },
         )
-    return run
+    return run_result(run)
 
 
 _MEMBER_ACTIONS = ("member.added", "member.removed", "member.role_changed")
@@ -131,32 +175,9 @@ def settled_members_since(session: Session, workspace_id: str, start_seq: int, a
     return out
 
 
-def last_sync_run(session: Session, ws: Workspace) -> SyncRun | None:
-    return session.scalar(
+def last_sync_run(session: Session, ws: Workspace) -> RunResult | None:
+    run = session.scalar(
         select(SyncRun).where(SyncRun.workspace_id == ws.id, SyncRun.kind == "full")
         .order_by(SyncRun.id.desc()).limit(1)
     )
-
-
-def sync_run_to_dict(run: SyncRun) -> dict[str, Any]:
-    def iso(v: datetime | None) -> str | None:
-        v = as_utc(v)
-        return v.isoformat() if v else None
-
-    return {
-        "id": run.id,
-        "workspace": run.workspace_id,
-        "kind": run.kind,
-        "trigger": run.trigger,
-        "result": run.result,
-        "forced": run.forced,
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "added": run.added,
-        "removed": run.removed,
-        "changed": run.changed,
-        "api_calls": run.api_calls,
-        "not_modified": run.not_modified,
-        "error": run.error,
-        "details": run.details or {},
-    }
+    return run_result(run) if run is not None else None

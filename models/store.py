@@ -60,11 +60,12 @@ from models.roster import (
 )
 from models.runs import (
     RunOutcome,
+    RunResult,
     finish_run,
     last_sync_run,
     open_run,
+    run_result,
     settled_members_since,
-    sync_run_to_dict,
 )
 from models.users import (
     create_user,
@@ -73,7 +74,9 @@ from models.users import (
 )
 from models.workspaces import (
     PLAN_NAME,
+    UserRef,
     WorkspaceState,
+    WorkspaceView,
     create_managed_workspace,
     create_provider_workspace,
     delete_workspace,
@@ -93,7 +96,7 @@ from models.workspaces import (
     suspend,
     unsuspend,
     workspace_state,
-    workspace_to_dict,
+    workspace_view,
 )
 
 __all__ = [
@@ -102,8 +105,11 @@ __all__ = [
     "MemberWorkspace",
     "RosterPages",
     "RunOutcome",
+    "RunResult",
     "StoredMember",
+    "UserRef",
     "WorkspaceState",
+    "WorkspaceView",
     "activity_seqs",
     "activity_to_dict",
     "apply_roster_changes",
@@ -147,15 +153,15 @@ __all__ = [
     "roster_login",
     "roster_logins",
     "roster_workspace_ids",
+    "run_result",
     "save_roster_pages",
     "set_identity_login",
     "set_subscription",
     "settled_members_since",
     "suspend",
-    "sync_run_to_dict",
     "transfer_ownership",
     "unsuspend",
     "user_workspaces",
     "workspace_state",
-    "workspace_to_dict",
+    "workspace_view",
 ]

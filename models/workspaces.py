@@ -437,18 +437,42 @@ def set_subscription(session: Session, ws: Workspace, plan: str | None, *, actor
     log_activity(session, ws.id, actor, "subscription.changed", ws.name, {"from": old, "to": plan})
 
 
-def workspace_to_dict(ws: Workspace) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    id: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceView:
+    """A workspace as use cases return it, detached from the session. The
+    edges turn it into JSON (webhooks/serialize.py, worker/cli/serialize.py)."""
+
+    id: str
+    name: str
+    kind: str  # personal | provider | managed
+    provider: str | None
+    provider_org_id: int | None
+    provider_org_login: str | None
+    reference: str | None
+    status: str
+    link: str | None  # the provider link's status (ok | broken); None for other kinds
+    owner: UserRef | None
+    subscription: str | None
+
+
+def workspace_view(ws: Workspace) -> WorkspaceView:
     owner = ws.owner
-    return {
-        "id": ws.id,
-        "name": ws.name,
-        "kind": ws.kind,
-        "provider": ws.provider,
-        "provider_org_id": ws.provider_org_id,
-        "provider_org_login": ws.provider_org_login,
-        "reference": ws.reference,
-        "status": ws.status,
-        "link": ws.link_status if ws.kind == "provider" else None,
-        "owner": {"id": owner.id, "username": owner.username} if owner else None,
-        "subscription": ws.subscription_plan,
-    }
+    return WorkspaceView(
+        id=ws.id,
+        name=ws.name,
+        kind=ws.kind,
+        provider=ws.provider,
+        provider_org_id=ws.provider_org_id,
+        provider_org_login=ws.provider_org_login,
+        reference=ws.reference,
+        status=ws.status,
+        link=ws.link_status if ws.kind == "provider" else None,
+        owner=UserRef(owner.id, owner.username) if owner else None,
+        subscription=ws.subscription_plan,
+    )

@@ -1,15 +1,17 @@
 """Tenant resolution: a verified token → the workspace bound to its owner's
 numeric id, the checks that workspace must pass, the activity entries and the
-response body."""
+answer (``Tenant``; webhooks/serialize.py writes its JSON)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis as redis_lib
 
 from models import store
 from models.errors import WorkspaceNotFound
+from models.store import WorkspaceView
 from oidc.errors import (
     NoWorkspace,
     OidcError,
@@ -19,6 +21,7 @@ from oidc.errors import (
     WorkspaceMismatch,
 )
 from oidc.redis_keys import REDIS_PREFIX, as_text
+from oidc.settings import OidcProvider
 from oidc.token import VerifiedToken
 from sync.errors import NotFound, ProviderError
 from sync.providers.base import ProviderOrg
@@ -92,6 +95,18 @@ def find_tenant(
     return store.get_provider_workspace(session, "gitlab", root_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A token resolved to its workspace (the answer to a CI job)."""
+
+    workspace: WorkspaceView
+    provider: OidcProvider
+    owner_login: str
+    owner_id: int
+    repository: str
+    subject: str
+
+
 def _activity_details(verified: VerifiedToken, reason: str | None = None) -> dict[str, Any]:
     # Never the token itself: it is a bearer credential until it expires.
     details: dict[str, Any] = {
@@ -136,11 +151,12 @@ def resolve_tenant(
     workspace_ref: str | None,
     resolver: NamespaceResolver | None = None,
     redis: redis_lib.Redis | None = None,
-) -> dict[str, Any]:
+) -> Tenant:
     """Resolve a verified token to its workspace and check it may deploy.
 
-    Returns the response body for 200. Raises NoWorkspace, WorkspaceMismatch,
-    WorkspaceInactive or SubscriptionRequired; every outcome with a known
+    Returns what the 200 answer says (webhooks/serialize.py writes it).
+    Raises NoWorkspace, WorkspaceMismatch, WorkspaceInactive or
+    SubscriptionRequired; every outcome with a known
     workspace is logged to its activity (flushed, not committed: the caller
     commits, refusals included).
     """
@@ -189,10 +205,5 @@ def resolve_tenant(
         details=_activity_details(verified),
     )
     log.info("oidc: resolved %s to workspace %s", verified.repository, workspace.id)
-    return {
-        "workspace": store.workspace_to_dict(workspace),
-        "provider": verified.provider,
-        "owner": {"login": verified.owner_login, "id": verified.owner_id},
-        "repository": verified.repository,
-        "subject": verified.subject,
-    }
+    return Tenant(store.workspace_view(workspace), verified.provider, verified.owner_login, verified.owner_id,
+                  verified.repository, verified.subject)

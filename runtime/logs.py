@@ -8,6 +8,7 @@ same processors.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -37,10 +38,20 @@ _SECRET_VALUE_PATTERNS = (
     re.compile(r"()\bwhsec_[A-Za-z0-9+/=]{8,}"),
     re.compile(r"()\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
 )
+# A string none of the patterns can match is left alone after one search:
+# every part any pattern starts with, case-insensitively (a superset, so a
+# false positive only costs the full check). Log lines are written on every
+# request; most values (ids, event names) need no more than this.
+_MAYBE_SECRET = re.compile(
+    r"-----BEGIN|bearer|(?:access_token|token|secret|password|private_key)=|gh[pousr]_|github_pat_|glpat-"
+    r"|whsec_|eyJ",
+    re.IGNORECASE,
+)
 # Keys that contain a secret-looking part but hold no secret (bookkeeping).
 _SAFE_KEYS = frozenset({"token_kind", "tokens_configured"})
 
 
+@functools.lru_cache(maxsize=4096)
 def _secret_key(key: str) -> bool:
     k = key.lower().replace("-", "_")
     if k in _SAFE_KEYS:
@@ -50,6 +61,8 @@ def _secret_key(key: str) -> bool:
 
 def redact_value(value: Any) -> Any:
     if isinstance(value, str):
+        if _MAYBE_SECRET.search(value) is None:
+            return value
         for pattern in _SECRET_VALUE_PATTERNS:
             value = pattern.sub(lambda m: m.group(1) + REDACTED, value)
         return value

@@ -4,10 +4,14 @@ objects and neither writes the rule again.
 
 Each takes a session and, where work must be woken, the Redis connection
 (None in the embedded default or when Redis is down: the work is recorded in
-the database and the sweep wakes it).
+the database and the sweep wakes it). Each returns typed values; the API
+(webhooks/serialize.py) and the CLI (worker/cli/serialize.py) turn them into
+JSON.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -16,17 +20,73 @@ from models import deliveries, queries, store, users
 from models import lanes as lane_store
 from models.errors import InvalidState
 from models.lanes import lane_of_workspace
-from models.tables import Workspace, as_utc
+from models.store import RunResult, WorkspaceView
+from models.tables import as_utc
 from runtime.process import Runtime
 from runtime.queues import queue_depths, wake
-from sync.installations import reconnect_workspace
+from sync.installations import Reconnection, reconnect_workspace
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedSync:
+    workspace_id: str
+    job: str | None  # the lane's wake-up; None when Redis could not be reached (the sweep wakes it)
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    delivery_id: str
+    status: str  # queued (its lane was woken) | received (the sweep wakes it) | the row's status once run
+    job: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceStatus:
+    """A provider workspace in the status report."""
+
+    workspace: WorkspaceView
+    link_error: str | None
+    last_sync: RunResult | None  # its newest full run
+    installation_id: int | None
+    installation_checked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldSync:
+    """A workspace whose newest full run the mass-removal guard holds."""
+
+    workspace_id: str
+    name: str
+    run_id: int
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryCounts:
+    pending: int
+    failed: int
+    deferred: int
+    retrying: int
+    by_status: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    workspaces: tuple[WorkspaceStatus, ...]
+    held: tuple[HeldSync, ...]
+    deliveries: DeliveryCounts
+    # Full syncs owed (due times on the orgs' lanes, a retry's or a rate
+    # limit's included): what the database says is still to do.
+    full_syncs_owed: int
+    queues: dict[str, dict[str, int]] | None  # per queue (runtime.queues.queue_depths); None without Redis
+    queues_error: str | None = None  # why ``queues`` is None when Redis did not answer
 
 
 def resync(session: Any, connection: redis.Redis | None, target: str, *, force: bool = False,
-           trigger: str = "operator") -> list[dict[str, str | None]]:
+           trigger: str = "operator") -> list[QueuedSync]:
     """Owe full syncs: ``target`` is a workspace reference or ``"all"`` (every
-    active provider workspace). Returns [{"workspace", "job"}]; "job" is the
-    lane's wake-up (None when Redis could not be reached: the sweep wakes it)."""
+    active provider workspace). Returns each workspace with its lane's
+    wake-up."""
     if target == "all":
         targets = [store.get_workspace(session, ws_id) for ws_id in queries.resyncable_workspace_ids(session)]
     else:
@@ -39,7 +99,7 @@ def resync(session: Any, connection: redis.Redis | None, target: str, *, force: 
     for ws in targets:
         lane_store.request_full_sync(session, lane_of_workspace(ws), trigger=trigger, force=force)
     session.commit()  # the requests must be visible before any drain looks
-    out: list[dict[str, str | None]] = []
+    out: list[QueuedSync] = []
     for ws in targets:
         lane = lane_of_workspace(ws)
         job: str | None = None
@@ -50,11 +110,11 @@ def resync(session: Any, connection: redis.Redis | None, target: str, *, force: 
                 job = wake(connection, lane, queue="sync", force=True)
             except redis.RedisError:
                 job = None
-        out.append({"workspace": ws.id, "job": job})
+        out.append(QueuedSync(ws.id, job))
     return out
 
 
-def replay_delivery(session: Any, connection: redis.Redis | None, delivery_id: str) -> dict[str, Any]:
+def replay_delivery(session: Any, connection: redis.Redis | None, delivery_id: str) -> Replay:
     """Make a failed (or stuck) delivery due now and wake its lane;
     processed and ignored ones are finished and are not replayed."""
     lane = deliveries.replay(session, delivery_id)
@@ -65,10 +125,10 @@ def replay_delivery(session: Any, connection: redis.Redis | None, delivery_id: s
             job = wake(connection, lane, force=True)
         except redis.RedisError:
             job = None
-    return {"delivery": delivery_id, "status": "queued" if job else "received", "job": job}
+    return Replay(delivery_id, "queued" if job else "received", job)
 
 
-def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any]:
+def status_report(session: Any, connection: redis.Redis | None) -> StatusReport:
     """What operators look at: provider workspaces with their last full
     sync, held syncs, deliveries pending and failed, queue depths."""
     runs = queries.last_full_runs(session)
@@ -76,63 +136,57 @@ def status_report(session: Any, connection: redis.Redis | None) -> dict[str, Any
     held = []
     for ws in queries.provider_workspaces(session):
         run = runs.get(ws.id)
-        last = store.sync_run_to_dict(run) if run is not None else None
-        if last is not None:
-            last["at"] = last["finished_at"] or last["started_at"]
-        checked = as_utc(ws.installation_checked_at)
-        item = {**store.workspace_to_dict(ws), "link_error": ws.link_error, "last_sync": last,
-                "installation_id": ws.installation_id,
-                "installation_checked_at": checked.isoformat() if checked else None}
-        workspaces.append(item)
+        workspaces.append(WorkspaceStatus(store.workspace_view(ws), ws.link_error, run, ws.installation_id,
+                                          as_utc(ws.installation_checked_at)))
         if run is not None and run.result == "held":
-            held.append({"workspace": ws.id, "name": ws.name, "run": run.id, "reason": run.error})
+            held.append(HeldSync(ws.id, ws.name, run.id, run.error))
     counts = queries.delivery_status_counts(session)
-    report: dict[str, Any] = {
-        "workspaces": workspaces,
-        "held": held,
-        "deliveries": {
-            "pending": sum(counts.get(s, 0) for s in deliveries.PENDING),
-            "failed": counts.get(deliveries.FAILED, 0),
-            "deferred": counts.get(deliveries.DEFERRED, 0),
-            "retrying": counts.get(deliveries.RETRYING, 0),
-            "by_status": counts,
-        },
-        # Full syncs owed (due times on the orgs' lanes, a retry's or a rate
-        # limit's included): what the database says is still to do.
-        "full_syncs_owed": lane_store.count_owed_full_syncs(session),
-        "queues": None,
-    }
+    queues: dict[str, dict[str, int]] | None = None
+    queues_error: str | None = None
     if connection is not None:
         try:
-            report["queues"] = queue_depths(connection)
+            queues = queue_depths(connection)
         except redis.RedisError as exc:
-            report["queues_error"] = f"redis unreachable: {type(exc).__name__}"
-    return report
+            queues_error = f"redis unreachable: {type(exc).__name__}"
+    return StatusReport(
+        workspaces=tuple(workspaces),
+        held=tuple(held),
+        deliveries=DeliveryCounts(
+            pending=sum(counts.get(s, 0) for s in deliveries.PENDING),
+            failed=counts.get(deliveries.FAILED, 0),
+            deferred=counts.get(deliveries.DEFERRED, 0),
+            retrying=counts.get(deliveries.RETRYING, 0),
+            by_status=counts,
+        ),
+        full_syncs_owed=lane_store.count_owed_full_syncs(session),
+        queues=queues,
+        queues_error=queues_error,
+    )
 
 
-def transfer(session: Any, ref: str, to: str) -> Workspace:
+def transfer(session: Any, ref: str, to: str) -> WorkspaceView:
     """Hand a workspace's ownership (and billing) to ``to``, a user id or username."""
     ws = store.find_workspace(session, ref)
     store.transfer_ownership(session, ws, users.transfer_target(session, ws, to), actor="operator")
     session.refresh(ws)  # the owner relationship was loaded before the change
-    return ws
+    return store.workspace_view(ws)
 
 
-def disconnect(session: Any, ref: str) -> tuple[Workspace, bool]:
+def disconnect(session: Any, ref: str) -> tuple[WorkspaceView, bool]:
     """Disconnect a provider workspace; (workspace, whether it changed)."""
     ws = store.find_workspace(session, ref)
     changed = store.disconnect(session, ws, actor="operator", reason="operator")
-    return ws, changed
+    return store.workspace_view(ws), changed
 
 
-def set_subscription(session: Any, ref: str, plan: str | None) -> Workspace:
+def set_subscription(session: Any, ref: str, plan: str | None) -> WorkspaceView:
     """Set (a plan name) or clear (None) a workspace's subscription."""
     ws = store.find_workspace(session, ref)
     store.set_subscription(session, ws, plan, actor="operator")
-    return ws
+    return store.workspace_view(ws)
 
 
-def reconnect(rt: Runtime, ref: str) -> dict[str, Any]:
+def reconnect(rt: Runtime, ref: str) -> Reconnection:
     """Re-read the org; reconnect and owe a full sync only if the provider
     says it is back. Raises ProviderSaysGone (still gone: nothing changed),
     RateLimited/TransientProviderError (not reachable) or ProviderError."""

@@ -42,8 +42,9 @@ from typing import Any
 from models import deliveries, lanes, store
 from models.deliveries import Claimed
 from models.lanes import FullSyncRequest
+from models.store import RunResult
 from models.tables import as_utc, utcnow
-from sync import events, members, orgs
+from sync import events, members, orgs, outcomes
 from sync.context import SyncContext
 from sync.errors import RateLimited, TransientProviderError
 from sync.triage import github_member, github_target
@@ -98,6 +99,9 @@ class LaneEnqueuer:
         self.ctx = ctx
         self.current_lane = current_lane
         self.wake = wake
+        # A full sync owed to the lane being drained since the drain last
+        # looked: it runs once the batch's deliveries are done.
+        self.owed_here = False
 
     def full_sync(self, workspace_id: str, trigger: str) -> None:
         with self.ctx.session() as s:
@@ -106,6 +110,8 @@ class LaneEnqueuer:
             lanes.request_full_sync(s, lane, trigger=trigger)
         if lane != self.current_lane:
             self.wake(lane)
+        else:
+            self.owed_here = True
 
 
 @dataclass
@@ -170,6 +176,9 @@ class _Lane:
     provider: str | None
     status: str | None
     installation_id: int | None
+    # Read with the state when the queue's head is a hint (what it costs).
+    roster_count: int = 0
+    budget: lanes.HintBudget | None = None
 
     @property
     def takes_hints(self) -> bool:
@@ -193,14 +202,17 @@ class Drain:
         self.logins: dict[str, str | None] = {}
         self.inflight: list[Claimed] = []  # taken off the queue, not yet recorded
         self.provider, self.org_id = lanes.parse_lane(lane)
+        self.lease: lanes.Lease | None = None
+        self.last_claim_full = False  # the last claim hit claim_limit: more may be due
 
     # ------------------------------------------------------------------ entry
 
     def run(self) -> DrainReport:
         with self.ctx.session() as s:
-            if not lanes.acquire(s, self.lane, self.holder, LEASE):
-                self.report.busy = True
-                return self.report
+            self.lease = lanes.acquire(s, self.lane, self.holder, LEASE)
+        if self.lease is None:
+            self.report.busy = True
+            return self.report
         heartbeat = _Heartbeat(self.ctx, self.lane, self.holder)
         heartbeat.start()
         try:
@@ -215,7 +227,8 @@ class Drain:
                     more = deliveries.lane_has_due_work(s, self.lane) or self._full_sync_due(s)
                     if not more:
                         break
-                    if not lanes.acquire(s, self.lane, self.holder, LEASE):
+                    self.lease = lanes.acquire(s, self.lane, self.holder, LEASE)
+                    if self.lease is None:
                         break  # someone else took it, and with it the work
         except BaseException as exc:
             # Whatever was claimed and not finished goes back: a crash must
@@ -243,41 +256,49 @@ class Drain:
 
     def _work(self) -> None:
         try:
-            self._maybe_full_sync()
+            # The lease said whether a full sync is due (a schedule, a login,
+            # the sweep); one the batch's own events owe runs after them.
+            if self.lease is not None and self.lease.full_sync_due():
+                self._maybe_full_sync()
+                self.lease = lanes.Lease(None)  # taken: nothing else is known to be owed
             while True:
                 if not self.queue and not self._refill():
                     return
                 head = self.queue[0]
-                state = self._state()
+                state = self._state(for_hint=head.hint_user_id is not None)
                 if head.hint_user_id is not None and state.takes_hints and self._plain_hint(head, state):
                     self._hints(state)
                 else:
                     self.queue.popleft()
                     self._single(head)
-                if not self.queue:
+                if not self.queue and self.enqueue.owed_here:
                     # Structural events of one batch coalesce: the full syncs
-                    # they owe the org run once, after them.
+                    # they owe the org run once, after them. (One owed from
+                    # outside meanwhile is found by the check after release.)
                     self._maybe_full_sync()
         except _Stop as stop:
             self._give_back(stop.due_at)
 
     def _refill(self) -> int:
         with self.ctx.session() as s:
-            rows = deliveries.claim_due(s, self.lane, self.holder, LEASE, limit=self.claim_limit)
-            if rows:
-                self.payloads.update(deliveries.payloads(s, [r.id for r in rows]))
+            rows = deliveries.claim_due(s, self.lane, self.holder, LEASE, limit=self.claim_limit,
+                                        payloads=self.payloads)
+        self.last_claim_full = len(rows) >= self.claim_limit
         self.queue.extend(rows)
         self.report.claimed += len(rows)
         return len(rows)
 
-    def _state(self) -> _Lane:
+    def _state(self, *, for_hint: bool = False) -> _Lane:
         if self.org_id is None:
             return _Lane(None, None, None, None)
         with self.ctx.session() as s:
             ws = store.workspace_state(s, self.provider, self.org_id)
-        if ws is None:
-            return _Lane(None, self.provider, None, None)
-        return _Lane(ws.id, ws.provider, ws.status, ws.installation_id)
+            if ws is None:
+                return _Lane(None, self.provider, None, None)
+            if not for_hint:
+                return _Lane(ws.id, ws.provider, ws.status, ws.installation_id)
+            return _Lane(ws.id, ws.provider, ws.status, ws.installation_id,
+                         store.roster_count(s, ws.id), lanes.hint_budget(s, self.lane, quiet=BURST_QUIET))
 
     def _plain_hint(self, row: Claimed, state: _Lane) -> bool:
         """A hint the drain may merge: its login noted, its payload dropped."""
@@ -350,12 +371,11 @@ class Drain:
         seg = self._take_hints(state)
         self.inflight = seg
         # The batch may be the front of a longer run of hints: take it all.
-        while not self.queue and self._refill():
+        while not self.queue and self.last_claim_full and self._refill():
             seg.extend(self._take_hints(state))
         uids = self._distinct(seg)
-        with self.ctx.session() as s:
-            n = store.roster_count(s, state.workspace_id)
-            budget = lanes.hint_budget(s, self.lane, quiet=BURST_QUIET)
+        assert state.budget is not None  # read by _state for a hint at the head
+        n, budget = state.roster_count, state.budget
         listing_cost = math.ceil(n / 100) + HINT_CONSTANT
         if budget.reads + len(uids) <= listing_cost:
             self._read_members(state.workspace_id, seg, uids)
@@ -395,16 +415,20 @@ class Drain:
             raise _Stop(exc.reset_at) from None
         except TransientProviderError as exc:
             raise _Stop(self._retry(seg, f"transient provider error: {exc}")) from None
-        with self.ctx.session() as s:
-            lanes.spend_reads(s, self.lane, len(uids), quiet=BURST_QUIET)
         self.report.member_reads += len(uids)
-        self._finish_hints(ids, run, via="member_reads")
+        self._finish_hints(ids, run, via="member_reads",
+                           note=lambda s: lanes.spend_reads(s, self.lane, len(uids), quiet=BURST_QUIET))
 
     def _list_for_hints(self, workspace_id: str, seg: list[Claimed]) -> None:
         ids = [r.id for r in seg]
-        with self.ctx.session() as s:
+        owed = None
+        if self.enqueue.owed_here or (self.lease is not None and self.lease.full_sync_due()):
             # A full sync the lane was owed is answered by this listing too.
-            owed = lanes.take_full_sync(s, self.lane)
+            # (One owed from outside since the lease was taken runs after
+            # the batch: the check after release finds it.)
+            self.enqueue.owed_here = False
+            with self.ctx.session() as s:
+                owed = lanes.take_full_sync(s, self.lane)
         force = bool(owed and owed.force)
         trigger = f"webhooks:{len(seg)} hints from {seg[0].id}"
         # The newest hint per member decides whether it said "left".
@@ -426,41 +450,46 @@ class Drain:
                 with self.ctx.session() as s:
                     lanes.request_full_sync(s, self.lane, trigger=owed.trigger, force=owed.force)
             raise _Stop(self._retry(seg, f"transient provider error: {exc}")) from None
-        with self.ctx.session() as s:
-            lanes.listed(s, self.lane, quiet=BURST_QUIET)
         self.report.full_syncs += 1
-        if run.get("result") == "held":
+        if run.result == "held":
+            with self.ctx.session() as s:
+                lanes.listed(s, self.lane, quiet=BURST_QUIET)
             # The mass-removal guard holds the listing; each hint is still
             # owed an answer, and a single re-read is complete for its member.
             self._read_members(workspace_id, seg, self._distinct(seg))
             return
-        self._finish_hints(ids, run, via="full_sync")
+        self._finish_hints(ids, run, via="full_sync", note=lambda s: lanes.listed(s, self.lane, quiet=BURST_QUIET))
 
-    def _finish_hints(self, ids: list[str], run: dict[str, Any], *, via: str) -> None:
+    def _finish_hints(self, ids: list[str], run: RunResult, *, via: str,
+                      note: Callable[[Any], None]) -> None:
+        """Record the hints' outcome, with ``note`` (what the lane spent on
+        them: reads or a listing) in the same transaction."""
         self.inflight = []
-        result = run.get("result")
-        summary = {k: run.get(k) for k in ("id", "kind", "result", "added", "removed", "changed", "api_calls")}
+        result = run.result
+        summary = outcomes.run_summary(run)
         with self.ctx.session() as s:
+            note(s)
             if result == "ok":
                 # The change-feed entries the run made (capped: a listing that
                 # served a burst may have made thousands).
-                activity = store.activity_seqs(s, [f"sync:{run.get('id')}"], limit=100)
+                activity = store.activity_seqs(s, [f"sync:{run.id}"], limit=100)
                 n = deliveries.finish_processed(s, ids, self.holder, {
-                    "result": "member_synced", "via": via, "workspace": run.get("workspace"),
+                    "result": "member_synced", "via": via, "workspace": run.workspace_id,
                     "hints": len(ids), "sync": summary, "activity": activity})
                 self._count(deliveries.PROCESSED, n)
             elif result == "skipped":
-                reason = run.get("error") or "the workspace cannot be synced now"
+                reason = run.error or "the workspace cannot be synced now"
                 n = deliveries.finish_ignored(s, ids, self.holder, str(reason), sync=summary)
                 self._count(deliveries.IGNORED, n)
             else:
                 n = deliveries.finish_failed(s, ids, self.holder,
-                                             f"sync run {run.get('id')} {result}: {run.get('error') or ''}".strip())
+                                             f"sync run {run.id} {result}: {run.error or ''}".strip())
                 self._count(deliveries.FAILED, n)
 
     # ------------------------------------------------------------------ full syncs owed
 
     def _maybe_full_sync(self) -> None:
+        self.enqueue.owed_here = False
         if self.org_id is None:
             return
         with self.ctx.session() as s:

@@ -66,7 +66,7 @@ from models import installations as inst_store
 from models.errors import StoreError
 from models.ids import parse_id
 from models.tables import Workspace, utcnow
-from sync import installations, orgs
+from sync import installations, orgs, outcomes
 from sync.context import SyncContext
 from sync.errors import ProviderError, ProviderSaysGone, RateLimited, TransientProviderError
 from sync.providers.base import ProviderOrg
@@ -523,8 +523,8 @@ def _adopt(
         ctx, found.installation_id, found.account_id, found.account_login or t.org_login, sender_id,
         trigger=_trigger(actor),
     )
-    ws_id = str(adopted["workspace"])
-    out: dict[str, Any] = {"result": "adopted" if adopted["adopted"] else "reconnected", "workspace": ws_id,
+    ws_id = adopted.workspace_id
+    out: dict[str, Any] = {"result": "adopted" if adopted.adopted else "reconnected", "workspace": ws_id,
            "installation": found.installation_id}
     if found.installation_id != t.installation_id:
         out["installation_hint"] = {"payload": t.installation_id, "live": found.installation_id}
@@ -561,7 +561,7 @@ def _verified_disconnect(
 
 def _reconnect(ctx: SyncContext, ws_id: str, hint: str, actor: str, enqueue: Enqueuer) -> dict[str, Any]:
     try:
-        return installations.reconnect_workspace(ctx, ws_id, actor=actor, enqueue=enqueue)
+        return outcomes.reconnection(installations.reconnect_workspace(ctx, ws_id, actor=actor, enqueue=enqueue))
     except ProviderSaysGone as exc:
         verdict = installations.Verdict(False, str(exc))
         with ctx.session() as s:
@@ -586,7 +586,7 @@ def _rename(ctx: SyncContext, ws_id: str, hinted: str | None, actor: str) -> boo
     with ctx.session() as s:
         before = store.get_workspace(s, ws_id).provider_org_login
     after = orgs.rename_workspace(ctx, ws_id, trigger=_trigger(actor), new_login=hinted)
-    return bool(after.get("provider_org_login") != before)
+    return after.provider_org_login != before
 
 
 def _member_sync(ctx: SyncContext, ws_id: str, uid: int, login: str | None, actor: str) -> dict[str, Any]:
@@ -599,7 +599,7 @@ def _member_sync(ctx: SyncContext, ws_id: str, uid: int, login: str | None, acto
 
     result = orgs.member_sync(ctx, ws_id, uid, login or "", trigger=_trigger(actor))
     return {"result": "member_synced", "workspace": ws_id, "provider_user_id": uid,
-            "sync": _jsonable(result)}
+            "sync": _jsonable(outcomes.run(result))}
 
 
 def _process_gitlab(
@@ -663,7 +663,7 @@ def _gitlab_user_renamed(ctx: SyncContext, uid: int, new_login: str, actor: str)
         if current:
             store.set_identity_login(s, "gitlab", uid, current)
     return {"result": "user_renamed", "provider_user_id": uid, "login_in_hook": new_login,
-            "workspaces": workspace_ids, "syncs": _jsonable(runs)}
+            "workspaces": workspace_ids, "syncs": _jsonable([outcomes.run(r) for r in runs])}
 
 
 def _gitlab_user_destroyed(ctx: SyncContext, uid: int, actor: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from models import installations as inst_store
 from models import store
 from models.errors import InvalidState
+from models.store import WorkspaceView
 from models.tables import Workspace, utcnow
 from sync.context import SyncContext, close_provider
 from sync.errors import NotFound, ProviderSaysGone
@@ -225,7 +226,16 @@ def record_contradiction(
 # --------------------------------------------------------------------------- reconnect
 
 
-def reconnect_workspace(ctx: SyncContext, workspace_id: str, *, actor: str, enqueue: Enqueuer) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Reconnection:
+    """What ``reconnect_workspace`` came to."""
+
+    result: Literal["reconnected", "unchanged"]
+    workspace: WorkspaceView
+    full_sync_queued: bool
+
+
+def reconnect_workspace(ctx: SyncContext, workspace_id: str, *, actor: str, enqueue: Enqueuer) -> Reconnection:
     """Reconnect after a successful read of the provider, then queue a full
     sync. Raises ``ProviderSaysGone`` (and changes nothing) when the app is
     not installed, the installation is suspended, or the group is gone."""
@@ -255,11 +265,10 @@ def reconnect_workspace(ctx: SyncContext, workspace_id: str, *, actor: str, enqu
         elif ws.link_status != "ok":
             changed = store.mark_link(s, ws, "ok", None, actor=actor)
         changed = store.reconnect(s, ws, actor=actor) or changed
-        result = store.workspace_to_dict(ws)
+        view = store.workspace_view(ws)
     if changed:
         enqueue.full_sync(workspace_id, actor)
-    return {"result": "reconnected" if changed else "unchanged", "workspace": result,
-            "full_sync_queued": changed}
+    return Reconnection("reconnected" if changed else "unchanged", view, changed)
 
 
 # --------------------------------------------------------------------------- reconciliation

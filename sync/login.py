@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
 
 from models import installations as inst_store
 from models import store
+from models.store import UserRef
 from sync.apply import apply_plan
 from sync.context import SyncContext, close_provider
 from sync.errors import ProviderError
@@ -35,13 +36,29 @@ log = logging.getLogger(__name__)
 PROVIDERS = ("github", "gitlab")
 
 
+@dataclass(frozen=True, slots=True)
+class LoginWorkspace:
+    """A workspace the user can use after the login, with their role in it."""
+
+    id: str
+    name: str
+    kind: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    user: UserRef
+    workspaces: tuple[LoginWorkspace, ...]
+
+
 def login_sync(
     ctx: SyncContext, provider: str, access_token: str, enqueue: Enqueuer | None = None
-) -> dict[str, Any]:
+) -> LoginResult:
     """Sync one user's memberships from their OAuth token.
 
-    Returns ``{"user": {"id", "username"}, "workspaces": [{"id", "name",
-    "kind", "role"}]}``. Raises ``InvalidUserToken`` (token rejected: 401),
+    Returns the account and every workspace it can use, with its role.
+    Raises ``InvalidUserToken`` (token rejected: 401),
     ``TransientProviderError`` / ``RateLimited`` (provider down: 503, nothing
     changed), other ``ProviderError`` (unusable answer), ``ValueError`` for an
     unknown provider name.
@@ -121,11 +138,10 @@ def login_sync(
             removed += r
 
         s.flush()
-        workspaces = [
-            {"id": ws.id, "name": ws.name, "kind": ws.kind, "role": role}
-            for ws, role in store.user_workspaces(s, user)
-        ]
-        result = {"user": {"id": user.id, "username": user.username}, "workspaces": workspaces}
+        result = LoginResult(
+            UserRef(user.id, user.username),
+            tuple(LoginWorkspace(ws.id, ws.name, ws.kind, role) for ws, role in store.user_workspaces(s, user)),
+        )
     log.info(
         "login sync of %s user %s (%s): %d orgs listed, +%d -%d ~%d%s",
         provider, user.id, uid, len(listed), added, removed, changed,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from models import store
-from models.store import RunOutcome
+from models.store import RunOutcome, RunResult
 from sync.apply import apply_plan
 from sync.context import SyncContext, close_provider
 from sync.orgs import _record_failure, _skip_reason, _target
@@ -28,10 +28,10 @@ def member_reads(
     hints: Sequence[tuple[int, str | None]],
     *,
     trigger: str,
-) -> dict[str, Any]:
+) -> RunResult:
     """Re-read each ``(provider user id, login hint)`` and apply the answers.
 
-    Returns the sync-run dict. Same error contract as ``sync.orgs.full_sync``:
+    Returns the recorded run. Same error contract as ``sync.orgs.full_sync``:
     ``RateLimited`` and ``TransientProviderError`` are recorded on the run and
     re-raised (nothing is applied: a retry re-reads them all, which is
     idempotent); a permanent provider error is recorded and returned.
@@ -44,9 +44,8 @@ def member_reads(
         run_id = store.open_run(s, ws, kind="member", trigger=trigger).id
         skip = _skip_reason(ws)
         if skip is not None:
-            run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={
+            return store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={
                 "reason": skip[0], "provider_user_ids": uids[:100], "members": len(uids)}))
-            return store.sync_run_to_dict(run)
         # A hint without a login (GitLab needs none; GitHub reads by login and
         # checks the id) falls back to what the store knows.
         missing = [uid for uid in uids if not hinted.get(uid)]
@@ -80,9 +79,8 @@ def member_reads(
         ws = store.lock_workspace(s, workspace_id)
         skip = _skip_reason(ws)
         if skip is not None:  # disconnected or suspended while we were reading
-            run = store.finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
-                                                   details={"reason": skip[0], "members": len(uids)}))
-            return store.sync_run_to_dict(run)
+            return store.finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
+                                                    details={"reason": skip[0], "members": len(uids)}))
         stored = store.roster(s, workspace_id, only=uids)
         # Complete for exactly these members: the ones read as "not a member"
         # (absent, or a membership that gives no access) are the removals.
@@ -99,6 +97,5 @@ def member_reads(
                 "role": current.role if current is not None else None,
                 "login": current.login if current is not None else hinted.get(uids[0]),
             })
-        run = store.finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
-                                               details=details))
-        return store.sync_run_to_dict(run)
+        return store.finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
+                                                details=details))

@@ -32,7 +32,7 @@ from typing import Any
 from models import installations as inst_store
 from models import store
 from models.errors import InvalidState
-from models.store import RunOutcome
+from models.store import RunOutcome, RunResult, WorkspaceView
 from models.tables import Workspace
 from sync.apply import DbPageCache, apply_plan
 from sync.context import SyncContext, close_provider
@@ -43,7 +43,16 @@ from sync.roster import Plan, plan, plan_member, removal_held
 
 log = logging.getLogger(__name__)
 
-__all__ = ["adopt_installation", "full_sync", "member_sync", "rename_workspace"]
+__all__ = ["Adoption", "adopt_installation", "full_sync", "member_sync", "rename_workspace"]
+
+
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    """What ``adopt_installation`` did with an installation."""
+
+    workspace_id: str
+    adopted: bool  # the workspace was created
+    changed: bool  # created, or its installation re-attached / reconnected
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +126,10 @@ def _counts(provider: Provider, base: tuple[int, int]) -> tuple[int, int]:
 
 
 def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool = False,
-              hinted_absent: frozenset[int] = frozenset()) -> dict[str, Any]:
+              hinted_absent: frozenset[int] = frozenset()) -> RunResult:
     """Re-read the whole org and bring the stored roster in line.
 
-    Returns the sync-run dict (``models.store.sync_run_to_dict``). Raises
+    Returns the recorded run. Raises
     ``RateLimited`` and ``TransientProviderError`` (after recording the run)
     for the job layer to reschedule or retry; ``WorkspaceNotFound`` and
     ``InvalidState`` (not a provider workspace) are permanent.
@@ -134,18 +143,17 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         # store.settled_members_since.
         start_seq = store.latest_seq(s)
         discover = _needs_discovery(ws)
+        if not discover:  # the common case: one transaction to start the run
+            skipped = _skip_or_cache(s, ws, run_id)
     if discover:
         _discover(ctx, target, run_id)
-    with ctx.session() as s:
-        ws = store.get_workspace(s, workspace_id)
-        target = _target(ws)
-        skip = _skip_reason(ws)
-        if skip is not None:
-            run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
-            log.info("full sync of %s skipped: %s", workspace_id, skip[0])
-            return store.sync_run_to_dict(run)
-        # GitLab has no conditional requests on member listings.
-        cache = DbPageCache.load(s, ws.id) if target.provider == "github" else None
+        with ctx.session() as s:
+            ws = store.get_workspace(s, workspace_id)
+            skipped = _skip_or_cache(s, ws, run_id)
+    if isinstance(skipped, RunResult):
+        return skipped
+    cache = skipped
+    target = _target(ws)
 
     provider = ctx.provider_for(target.provider, target.installation_id)
     base = (provider.api_calls, provider.not_modified)
@@ -180,9 +188,8 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         if skip is not None:  # disconnected or suspended while we were reading
             if cache is not None:
                 cache.flush(s, prune=False)
-            run = store.finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, not_modified=not_modified,
-                                                   error=skip[1], details={"reason": skip[0]}))
-            return store.sync_run_to_dict(run)
+            return store.finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, not_modified=not_modified,
+                                                    error=skip[1], details={"reason": skip[0]}))
         details: dict[str, Any] = {"pages": pages}
         old_login = ws.provider_org_login
         if org.login and org.login != old_login:
@@ -233,7 +240,19 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         run = store.finish_run(s, run_id, outcome)
         log.info("full sync of %s: %s +%d -%d ~%d (%d calls, %d not modified)", workspace_id,
                  run.result, run.added, run.removed, run.changed, calls, not_modified)
-        return store.sync_run_to_dict(run)
+        return run
+
+
+def _skip_or_cache(s: Any, ws: Workspace, run_id: int) -> RunResult | DbPageCache | None:
+    """Before any provider request: the finished run if the workspace
+    cannot be synced now, else the listing's page cache (None for GitLab,
+    which has no conditional requests on member listings)."""
+    skip = _skip_reason(ws)
+    if skip is not None:
+        run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
+        log.info("full sync of %s skipped: %s", ws.id, skip[0])
+        return run
+    return DbPageCache.load(s, ws.id) if ws.provider == "github" else None
 
 
 def _without(p: Plan, ids: set[int]) -> Plan:
@@ -332,7 +351,7 @@ def _record_failure(
     calls: int,
     not_modified: int,
     details: dict[str, Any],
-) -> dict[str, Any]:
+) -> RunResult:
     """Record a run that could not read the provider; re-raise what the job
     layer must act on (rate limit, transient error, anything unexpected)."""
     broken = False
@@ -357,8 +376,7 @@ def _record_failure(
                 store.mark_link(s, ws, "broken", message, actor=f"sync:{run_id}")
             if cache is not None:
                 cache.flush(s, prune=False)
-            run = store.finish_run(s, run_id, outcome)
-            recorded = store.sync_run_to_dict(run)
+            recorded = store.finish_run(s, run_id, outcome)
     except Exception:
         if reraise:
             # The provider error is what the job layer must see; the failed
@@ -382,7 +400,7 @@ def member_sync(
     login: str | None,
     *,
     trigger: str,
-) -> dict[str, Any]:
+) -> RunResult:
     """Re-read one member (a membership webhook is only a hint) and add,
     update or remove just that roster entry.
 
@@ -396,9 +414,8 @@ def member_sync(
         run_id = store.open_run(s, ws, kind="member", trigger=trigger).id
         skip = _skip_reason(ws)
         if skip is not None:
-            run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1],
-                                                   details={"reason": skip[0], "provider_user_id": uid}))
-            return store.sync_run_to_dict(run)
+            return store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1],
+                                                    details={"reason": skip[0], "provider_user_id": uid}))
         if not login:
             entry = store.roster(s, ws.id, only=[uid]).get(uid)
             ident = store.get_identity(s, target.provider, uid)
@@ -420,9 +437,8 @@ def member_sync(
         ws = store.lock_workspace(s, workspace_id)
         skip = _skip_reason(ws)
         if skip is not None:
-            run = store.finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
-                                                   details={"reason": skip[0], "provider_user_id": uid}))
-            return store.sync_run_to_dict(run)
+            return store.finish_run(s, run_id, RunOutcome("skipped", api_calls=calls, error=skip[1],
+                                                    details={"reason": skip[0], "provider_user_id": uid}))
         stored = store.roster(s, ws.id, only=[uid]).get(uid)
         p = plan_member(stored, uid, current)
         added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}")
@@ -432,9 +448,8 @@ def member_sync(
             "role": current.role if current is not None else None,
             "login": current.login if current is not None else login,
         }
-        run = store.finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
-                                               details=details))
-        return store.sync_run_to_dict(run)
+        return store.finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
+                                                details=details))
 
 
 # --------------------------------------------------------------------------- webhook helpers
@@ -442,13 +457,13 @@ def member_sync(
 
 def rename_workspace(
     ctx: SyncContext, workspace_id: str, *, trigger: str, new_login: str | None = None
-) -> dict[str, Any]:
+) -> WorkspaceView:
     """Follow an org/group rename: the webhook's new name is only a hint, the
     org is re-read by its immutable id (a path can be re-taken by anyone).
 
     ``new_login`` is used only when the org cannot be read with our
     credentials (GitHub without the app still reads the public profile).
-    Returns ``models.store.workspace_to_dict``. Raises ``RateLimited`` /
+    Returns the workspace as it is now. Raises ``RateLimited`` /
     ``TransientProviderError``; ``AuthBroken`` marks the link broken.
     """
     with ctx.session() as s:
@@ -467,7 +482,7 @@ def rename_workspace(
             store.mark_link(s, ws, "broken", broken, actor=trigger)
         if current and current != ws.provider_org_login:
             store.rename_provider_workspace(s, ws, current, actor=trigger)
-        return store.workspace_to_dict(ws)
+        return store.workspace_view(ws)
 
 
 def adopt_installation(
@@ -478,7 +493,7 @@ def adopt_installation(
     sender_id: int | None,
     *,
     trigger: str,
-) -> dict[str, Any]:
+) -> Adoption:
     """Take on a GitHub App installation that GitHub confirmed is live.
 
     Unknown org: the provider workspace is created; its owner is the
@@ -486,8 +501,7 @@ def adopt_installation(
     their first login (pending owner). Known org: the installation id is
     (re)attached and the workspace reconnected. No sync runs here: the
     caller queues the full sync through the Enqueuer, which serialises and
-    coalesces it with every other sync of the org. Returns ``{"workspace",
-    "adopted": bool (created), "changed": bool}``.
+    coalesces it with every other sync of the org.
     """
     with ctx.session() as s:
         ws = store.get_provider_workspace(s, "github", int(account_id))
@@ -509,4 +523,4 @@ def adopt_installation(
                 store.reconnect(s, ws, actor=trigger, installation_id=int(installation_id))
                 changed = True
         inst_store.mark_checked(s, ws)
-        return {"workspace": ws.id, "adopted": adopted, "changed": changed}
+        return Adoption(ws.id, adopted, changed)

@@ -91,6 +91,7 @@ from demo.fakes.server import FakeProviderServer
 from models import store
 from models.base import Base, make_engine
 from models.config import Settings
+from models.store import RunResult
 from models.tables import (
     Activity,
     Counter,
@@ -523,7 +524,7 @@ class Convergence(RuleBasedStateMachine):
                 org.workspace_id, org.owner_user_id = ws.id, owner.id
             self.orgs.append(org)
             first = full_sync(self.ctx, org.workspace_id, trigger="install")
-            assert first["result"] == "ok", first
+            assert first.result == "ok", first
             assert self.roster(org) == self.truth(org)
 
     # ------------------------------------------------------------ provider model
@@ -934,14 +935,14 @@ class Convergence(RuleBasedStateMachine):
 
     def run_full_sync(self, org: OrgState, *, trigger: str, protected: set[int] | None,
                       expect_truth: bool, force: bool = False, concurrent: bool = False
-                      ) -> dict[str, Any] | None:
+                      ) -> RunResult | None:
         """Run one full sync and check what it may have done; None when it
         raised (rate limited, transient error). ``protected``: members present
         at the provider throughout, whom it must not remove. ``concurrent``:
         the roster may also change under it (a webhook processed meanwhile)."""
         before = self.roster(org)
         before_truth = self.truth(org)
-        result: dict[str, Any] | None
+        result: RunResult | None
         try:
             result = full_sync(self.ctx, org.workspace_id, trigger=trigger, force=force)
         except (RateLimited, TransientProviderError) as exc:
@@ -1118,12 +1119,12 @@ class Convergence(RuleBasedStateMachine):
             result = self.run_full_sync(org, trigger="schedule", protected=set(self.truth(org)),
                                         expect_truth=True)
             assert result is not None
-            if result["result"] == "held":
+            if result.result == "held":
                 _count("final_sync_held_then_forced")
                 result = self.run_full_sync(org, trigger="operator", protected=set(self.truth(org)),
                                             expect_truth=True, force=True)
                 assert result is not None
-            assert result["result"] == "ok", result
+            assert result.result == "ok", result
         for org in self.orgs:
             self.check_converged(org)
             self.check_activity(org)
@@ -1304,14 +1305,14 @@ def test_late_gitlab_user_rename_does_not_relabel_with_a_stale_login(
         with ctx.session() as s:
             store.get_or_create_user_for_identity(s, "gitlab", 7, "u7", actor="test")
             ws_id = store.create_provider_workspace(s, "gitlab", 500, "grp", actor="test").id
-        assert full_sync(ctx, ws_id, trigger="install")["result"] == "ok"
+        assert full_sync(ctx, ws_id, trigger="install").result == "ok"
 
         gl.rename_user(7, "mid")
         late = str(uuid.uuid4())
         resp = env.world.post_gitlab("System Hook", gl_user_rename_event(7, "u7", "mid"), idempotency_key=late)
         assert resp.status_code == 202
         gl.rename_user(7, "new")  # its webhook is lost; the scheduled sync catches up
-        assert full_sync(ctx, ws_id, trigger="schedule")["result"] == "ok"
+        assert full_sync(ctx, ws_id, trigger="schedule").result == "ok"
         with ctx.session() as s:
             assert s.get(RosterEntry, (ws_id, 7)).login == "new"  # type: ignore[union-attr]
 
@@ -1343,7 +1344,7 @@ def test_member_event_after_org_login_was_retaken_does_not_break_the_link(
         with ctx.session() as s:
             ws_id = store.create_provider_workspace(s, "github", 9001, "acme", actor="test",
                                                     installation_id=701).id
-        assert full_sync(ctx, ws_id, trigger="install")["result"] == "ok"
+        assert full_sync(ctx, ws_id, trigger="install").result == "ok"
 
         gh.rename_org(9001, "initech")
         gh.rename_org(9002, "acme")
@@ -1384,7 +1385,7 @@ def test_full_sync_does_not_undo_a_newer_member_sync(
         with ctx.session() as s:
             org.workspace_id = store.create_provider_workspace(
                 s, "github", org.org_id, org.login, actor="test", installation_id=org.installation_id).id
-        assert full_sync(ctx, org.workspace_id, trigger="install")["result"] == "ok"
+        assert full_sync(ctx, org.workspace_id, trigger="install").result == "ok"
 
         delivery = str(uuid.uuid4())
         statuses: list[str] = []
@@ -1400,7 +1401,7 @@ def test_full_sync_does_not_undo_a_newer_member_sync(
                             2, member_2_leaves)
         result = full_sync(ctx, org.workspace_id, trigger="schedule")
         assert env.github.hook_fired and not env.github.hook_errors and statuses == ["processed"]
-        assert result["result"] == "ok"
+        assert result.result == "ok"
         with ctx.session() as s:
             stored = set(s.scalars(select(RosterEntry.provider_user_id)
                                    .where(RosterEntry.workspace_id == org.workspace_id)))
@@ -1429,7 +1430,7 @@ def test_a_listing_does_not_re_add_a_member_a_webhook_found_gone_mid_listing(
         with ctx.session() as s:
             ws_id = store.create_provider_workspace(s, "github", 9001, "acme", actor="test",
                                                     installation_id=701).id
-        assert full_sync(ctx, ws_id, trigger="install")["result"] == "ok"
+        assert full_sync(ctx, ws_id, trigger="install").result == "ok"
         gh.add_member(9001, 7, "u7", "admin")
         pending = str(uuid.uuid4())
         event = {"action": "member_added", "organization": {"id": 9001, "login": "acme"},
@@ -1449,7 +1450,7 @@ def test_a_listing_does_not_re_add_a_member_a_webhook_found_gone_mid_listing(
         finally:
             fired = env.github.hook_fired
             env.github.clear_hook()
-        assert fired and run["result"] == "ok"
+        assert fired and run.result == "ok"
         with ctx.session() as s:
             assert s.get(RosterEntry, (ws_id, 7)) is None  # gone at the provider: not re-added
     finally:

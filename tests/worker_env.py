@@ -114,13 +114,13 @@ class Env:
         with self.session() as s:
             return deliveries.delivery_to_dict(deliveries.get_delivery(s, delivery_id))
 
-    def runs(self, kind: str = "full") -> list[dict[str, Any]]:
+    def runs(self, kind: str = "full") -> list[store.RunResult]:
         from sqlalchemy import select
 
         from models.tables import SyncRun
 
         with self.session() as s:
-            return [store.sync_run_to_dict(r) for r in s.scalars(
+            return [store.run_result(r) for r in s.scalars(
                 select(SyncRun).where(SyncRun.kind == kind).order_by(SyncRun.id))]
 
 

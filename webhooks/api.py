@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 from models import deliveries, store
 from runtime import operations
 from sync.errors import ProviderError, ProviderSaysGone, RateLimited, TransientProviderError
+from webhooks import serialize
 from webhooks.auth import require_token
 from webhooks.errors import ApiError
 from webhooks.services import services
@@ -74,7 +75,7 @@ def _queue_error(exc: redis.RedisError) -> ApiError:
 @require_token("service")
 def workspace(ref: str) -> Any:
     with services().session() as s:
-        return jsonify(store.workspace_to_dict(store.find_workspace(s, ref)))
+        return jsonify(serialize.workspace(store.workspace_view(store.find_workspace(s, ref))))
 
 
 @bp.get("/v1/workspaces/<ref>/members")
@@ -82,7 +83,7 @@ def workspace(ref: str) -> Any:
 def workspace_members(ref: str) -> Any:
     with services().session() as s:
         ws = store.find_workspace(s, ref)
-        return jsonify({"workspace": store.workspace_to_dict(ws), "members": store.members(s, ws)})
+        return jsonify({"workspace": serialize.workspace(store.workspace_view(ws)), "members": store.members(s, ws)})
 
 
 @bp.get("/v1/workspaces/<ref>/activity")
@@ -131,7 +132,7 @@ def admin_resync() -> Any:
             queued = operations.resync(s, rt.redis, target.strip(), force=force)
     except redis.RedisError as exc:
         raise _queue_error(exc) from None
-    return _reply(202, {"queued": queued})
+    return _reply(202, {"queued": [serialize.queued(q) for q in queued]})
 
 
 @bp.get("/v1/admin/status")
@@ -139,7 +140,7 @@ def admin_resync() -> Any:
 def admin_status() -> Any:
     rt = services()
     with rt.session() as s:
-        return jsonify(operations.status_report(s, rt.redis))
+        return jsonify(serialize.status(operations.status_report(s, rt.redis)))
 
 
 @bp.get("/v1/admin/deliveries")
@@ -168,7 +169,7 @@ def admin_replay(delivery_id: str) -> Any:
             result = operations.replay_delivery(s, rt.redis, delivery_id)
     except redis.RedisError as exc:
         raise _queue_error(exc) from None
-    return _reply(202, result)
+    return _reply(202, serialize.replay(result))
 
 
 @bp.post("/v1/admin/workspaces/<ref>/transfer")
@@ -179,7 +180,7 @@ def admin_transfer(ref: str) -> Any:
     if not isinstance(to, str) or not to.strip():
         raise ApiError(400, "invalid_request", 'The body needs "to": a user id or username.')
     with services().session() as s:
-        return jsonify(store.workspace_to_dict(operations.transfer(s, ref, to.strip())))
+        return jsonify(serialize.workspace(operations.transfer(s, ref, to.strip())))
 
 
 @bp.post("/v1/admin/workspaces/<ref>/disconnect")
@@ -187,7 +188,7 @@ def admin_transfer(ref: str) -> Any:
 def admin_disconnect(ref: str) -> Any:
     with services().session() as s:
         ws, _changed = operations.disconnect(s, ref)
-        return jsonify(store.workspace_to_dict(ws))
+        return jsonify(serialize.workspace(ws))
 
 
 @bp.post("/v1/admin/workspaces/<ref>/reconnect")
@@ -205,7 +206,7 @@ def admin_reconnect(ref: str) -> Any:
         raise ApiError(502, "provider_error", f"The provider's answer cannot be used ({exc}); nothing was changed.") from None
     except redis.RedisError as exc:
         raise _queue_error(exc) from None
-    return jsonify(result)
+    return jsonify(serialize.reconnection(result))
 
 
 @bp.post("/v1/admin/workspaces/<ref>/subscription")
@@ -219,4 +220,4 @@ def admin_subscription(ref: str) -> Any:
         raise ApiError(400, "invalid_request",
                        'The "plan" field must be null or a plan name (1-64 letters, digits, ".", "_", "-").')
     with services().session() as s:
-        return jsonify(store.workspace_to_dict(operations.set_subscription(s, ref, plan)))
+        return jsonify(serialize.workspace(operations.set_subscription(s, ref, plan)))

@@ -26,9 +26,9 @@ import redis
 import structlog
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from models import deliveries, store
-from models.tables import Delivery
 from runtime.queues import wake
 from sync.providers.signatures import GITHUB_SIGNATURE_HEADER, SignatureError, verify_github
 from sync.triage import Intake, github_action, triage
@@ -133,29 +133,28 @@ def _record(rt: Any, provider: str, delivery_id: str, event: str, action: str | 
             body_sha256: str, intake: Intake) -> tuple[bool, bool, Intake, str | None, str | None]:
     """The intake's one statement (plus, for an installation event, one
     lookup): record the delivery, or find the copy already recorded."""
-    with rt.autocommit_session() as s:
+    with rt.autocommit_connection() as conn:
         if intake.decision == "check_installation":
             # An event naming an installation that only the store can
             # judge: an unknown org installation is adopted (SPEC section
             # 6); a "user account" installation the store holds as an
             # org's is for the worker to read.
             assert intake.installation_id is not None
-            known = store.get_workspace_by_installation(s, intake.installation_id) is not None
+            with Session(bind=conn) as s:
+                known = store.get_workspace_by_installation(s, intake.installation_id) is not None
             if known == intake.work_if_known:
                 intake = Intake("work", lane=intake.lane, hint_user_id=intake.hint_user_id)
             else:
                 intake = Intake("ignore", intake.reason, intake.lane)
         work = intake.decision == "work"
         new = deliveries.record_delivery(
-            s, delivery_id, provider, event, action, payload_text, body_sha256,
+            conn, delivery_id, provider, event, action, payload_text, body_sha256,
             intake.lane, status=deliveries.RECEIVED if work else deliveries.IGNORED,
             outcome=None if work else {"result": "ignored", "reason": intake.reason},
             hint_user_id=intake.hint_user_id if work else None,
         )
-        existing = None if new else s.get(Delivery, delivery_id)
-        existing_status = existing.status if existing is not None else None
-        existing_lane = existing.org_key if existing is not None else None
-    return new, work, intake, existing_status, existing_lane
+        existing = None if new else deliveries.status_and_lane(conn, delivery_id)
+    return new, work, intake, existing[0] if existing else None, existing[1] if existing else None
 
 
 def _wake(rt: Any, lane: str) -> bool:

@@ -87,12 +87,18 @@ class _Watchdog:
     def watch(self, deadline: float, sock: socket.socket) -> int:
         token = next(self._ids)
         with self._cond:
+            # The thread sleeps until the earliest deadline it knows: it needs
+            # waking only when this one comes first (with one read limit for
+            # every request, only when it had nothing to watch). A wake-up per
+            # request would cost every request a thread switch.
+            earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (deadline, token, sock))
             self._live.add(token)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="orgsync-body-deadline", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if earliest is None or deadline < earliest:
+                self._cond.notify()
         return token
 
     def done(self, token: int) -> None:
@@ -102,16 +108,19 @@ class _Watchdog:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._heap:
+                # Requests that finished are dropped whenever the thread
+                # wakes, all at once, rather than each at its own deadline.
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
                     self._cond.wait()
+                    continue
                 deadline, token, sock = self._heap[0]
                 wait = deadline - time.monotonic()
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-                if token not in self._live:
-                    continue
                 self._live.discard(token)
                 try:
                     sock.shutdown(socket.SHUT_RD)

@@ -12,6 +12,7 @@ from flask import Blueprint, jsonify, request
 
 from sync.errors import InvalidUserToken, ProviderError, RateLimited, TransientProviderError
 from sync.login import PROVIDERS, login_sync
+from webhooks import serialize
 from webhooks.auth import require_token
 from webhooks.errors import ApiError
 from webhooks.services import services
@@ -67,5 +68,5 @@ def post_login() -> Any:
         raise ApiError(
             502, "provider_error", f"{provider} gave an answer we cannot use; nothing was changed."
         ) from None
-    return jsonify(result)
+    return jsonify(serialize.login(result))
 

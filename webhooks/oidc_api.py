@@ -17,8 +17,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from oidc.errors import MalformedToken, OidcError, OidcUnavailable, TokenReplayed
 from oidc.settings import OidcSettings
-from oidc.tenant import NamespaceResolver, record_refusal, resolve_tenant
+from oidc.tenant import NamespaceResolver, Tenant, record_refusal, resolve_tenant
 from oidc.verifier import MAX_TOKEN_CHARS, OidcVerifier
+from webhooks import serialize
 from webhooks.services import services
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def resolve() -> Any:
     del token  # nothing below needs it; keep it out of any later traceback
 
     refusal: OidcError | None = None
-    result: dict[str, Any] | None = None
+    result: Tenant | None = None
     rt = services()
     try:
         # Refusals are activity entries too, so the session commits whether
@@ -172,4 +173,5 @@ def resolve() -> Any:
         get_verifier(app).release(verified)
     if refusal is not None:
         return _error(refusal)
-    return jsonify(result)
+    assert result is not None
+    return jsonify(serialize.tenant(result))

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from models import managed, store, users
 from models.errors import UserNotFound
 from models.tables import User
+from webhooks import serialize
 from webhooks.auth import require_token
 from webhooks.errors import ApiError
 from webhooks.services import services
@@ -126,7 +127,7 @@ def create_workspace() -> Any:
         if not isinstance(name, str) or not name:
             raise ApiError(400, "invalid_request", 'The body needs "name".')
         ws = managed.create_workspace(s, name, user, managed.Actor(user))
-        return _reply(201, store.workspace_to_dict(ws))
+        return _reply(201, serialize.workspace(store.workspace_view(ws)))
 
 
 @bp.patch("/v1/workspaces/<ref>")
@@ -138,7 +139,7 @@ def rename_workspace(ref: str) -> Any:
         if not isinstance(name, str) or not name:
             raise ApiError(400, "invalid_request", 'The body needs "name".')
         ws = managed.rename_workspace(s, store.find_workspace(s, ref), name, actor)
-        return jsonify(store.workspace_to_dict(ws))
+        return jsonify(serialize.workspace(store.workspace_view(ws)))
 
 
 @bp.delete("/v1/workspaces/<ref>")

@@ -6,8 +6,10 @@ process's memory.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,12 +48,19 @@ def parsed_private_key(pem: str) -> Any:
 # URL, app id and installation id; dropped when GitHub rejects one.
 _shared_tokens: dict[tuple[str, str, int], tuple[str, datetime]] = {}
 _shared_tokens_lock = threading.Lock()
+# The app's JWT, signed once and reused while it has APP_JWT_REUSE left to
+# live: signing is an RSA operation, and every installation a worker meets
+# needs one exchange. PyGithub's JWTs live 5 minutes (issued 60 s in the
+# past for clock drift). Keyed by API URL, app id and the key itself.
+APP_JWT_REUSE = 120.0
+_app_jwts: dict[tuple[str, str, str], tuple[str, float]] = {}  # → (jwt, monotonic time signed)
 
 
 def clear_token_cache() -> None:
-    """Forget every shared installation token (tests; key rotation)."""
+    """Forget every shared installation token and app JWT (tests; key rotation)."""
     with _shared_tokens_lock:
         _shared_tokens.clear()
+        _app_jwts.clear()
 
 
 def _read_private_key(private_key: str | None) -> str | None:
@@ -89,6 +98,7 @@ class GitHubAppAuth:
             pem = key
             self._app_auth = Auth.AppAuth(str(app_id), lambda: parsed_private_key(pem))
         self._token_cache_key = (http.api_url, str(app_id or ""))
+        self._jwt_cache_key = (*self._token_cache_key, hashlib.sha256((key or "").encode()).hexdigest())
         self._tokens: dict[int, _InstallationToken] = {}
         self._token_lock = threading.Lock()
 
@@ -105,10 +115,21 @@ class GitHubAppAuth:
             # Signed here rather than inside PyGithub's request so that a bad
             # key surfaces as AuthBroken; the error text could quote key
             # material, so it is not passed on.
-            jwt_token = self._app_auth.create_jwt()
+            jwt_token = self._app_jwt(self._app_auth)
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthBroken("the GitHub App private key cannot sign a JWT") from None
         return self._http.with_auth(Auth.AppAuthToken(jwt_token))
+
+    def _app_jwt(self, app_auth: Auth.AppAuth) -> str:
+        now = time.monotonic()
+        with _shared_tokens_lock:
+            cached = _app_jwts.get(self._jwt_cache_key)
+        if cached is not None and now - cached[1] < APP_JWT_REUSE:
+            return cached[0]
+        token = app_auth.create_jwt()
+        with _shared_tokens_lock:
+            _app_jwts[self._jwt_cache_key] = (token, now)
+        return token
 
     def installation_get(
         self, installation_id: int, url: str, headers: dict[str, str] | None = None

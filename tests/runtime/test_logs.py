@@ -49,6 +49,15 @@ def test_secret_looking_keys_are_redacted(stream: io.StringIO, key: str) -> None
     "token ghp_abcdefghijklmnopqrstuvwxyz0123",
     "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
     "jwt eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvIn0.c2lnbmF0dXJl",
+    # Every pattern, in the case variants the patterns accept (a quick
+    # pre-check decides which strings get the full check: it must not miss).
+    "AUTHORIZATION: BEARER abcdefghijklmnop",
+    "calling https://x/api?PASSWORD=abcdefghijk&page=2",
+    "retry with Token=abcdefghijk&x",
+    "gitlab said glpat-abcdefghijklmnop0123",
+    "pat github_pat_abcdefghijklmnopqrstuvwxyz",
+    "signing with whsec_abcdefghijklmnop",
+    "-----BEGIN EC PRIVATE KEY-----\nMIIEow (truncated)",
 ])
 def test_secret_looking_values_are_redacted_in_messages_and_stdlib_logs(stream: io.StringIO, text: str) -> None:
     logging.getLogger("rq.worker").warning("request failed: %s", text)
@@ -56,7 +65,7 @@ def test_secret_looking_values_are_redacted_in_messages_and_stdlib_logs(stream: 
     out = stream.getvalue()
     assert REDACTED in out
     for secret in ("abcdefghijklmnop", "abcdefghijk&", "ghp_abcdefghijklmnopqrstuvwxyz0123", "MIIEow",
-                   "c2lnbmF0dXJl"):
+                   "c2lnbmF0dXJl", "abcdefghijklmnopqrstuvwxyz"):
         assert secret not in out
     assert all(isinstance(line, dict) for line in lines(stream))
 

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select, update
 
 from models import deliveries, lanes
+from models.store import RunResult
 from models.tables import Delivery, utcnow
 from runtime import operations
 from sync import batch
@@ -46,7 +47,7 @@ def test_one_wake_up_drains_the_lane_in_one_batch_with_hints_merged(env_all_db: 
     # installation token), not three.
     assert env.server.github.count("/memberships/") == 2
     member_runs = env.runs("member")
-    assert len(member_runs) == 1 and member_runs[0]["details"]["members"] == 2
+    assert len(member_runs) == 1 and member_runs[0].details["members"] == 2
 
 
 def test_a_burst_beyond_the_listing_cost_is_served_by_one_full_listing(
@@ -67,7 +68,7 @@ def test_a_burst_beyond_the_listing_cost_is_served_by_one_full_listing(
     # read) instead of 40 single reads.
     assert env.server.github.count("/memberships/") == 0
     assert env.server.github.count("/members") <= 3
-    assert env.runs("full")[-1]["trigger"].startswith("webhooks:40 hints")
+    assert env.runs("full")[-1].trigger.startswith("webhooks:40 hints")
     assert env.delivery(ids[0])["outcome"]["via"] == "full_sync"
 
 
@@ -177,7 +178,7 @@ def test_a_delivery_that_keeps_failing_is_marked_failed_and_can_be_replayed(env:
     env.server.github.clear_faults()
     with env.session() as s:
         result = operations.replay_delivery(s, env.redis, d)
-    assert result["status"] == "queued"
+    assert result.status == "queued"
     env.drain()
     assert _statuses(env, [d]) == [("processed", 1)]
 
@@ -290,7 +291,7 @@ def test_resync_requests_coalesce_and_a_trigger_during_a_sync_gets_one_more(env:
     real = batch.orgs.full_sync
     calls: list[str] = []
 
-    def full_sync(ctx: Any, ws_id: str, **kw: Any) -> dict[str, Any]:
+    def full_sync(ctx: Any, ws_id: str, **kw: Any) -> RunResult:
         calls.append(kw["trigger"])
         if len(calls) == 1:
             with env.session() as s:
@@ -303,7 +304,7 @@ def test_resync_requests_coalesce_and_a_trigger_during_a_sync_gets_one_more(env:
     finally:
         batch.orgs.full_sync = real  # type: ignore[assignment]
     assert calls == ["operator", "late"]
-    assert [r["forced"] for r in env.runs("full")] == [True, False]
+    assert [r.forced for r in env.runs("full")] == [True, False]
 
 
 def test_a_burst_of_removals_costs_one_listing_and_no_second_check(
@@ -334,4 +335,4 @@ def test_a_burst_of_removals_costs_one_listing_and_no_second_check(
     assert env.server.github.count("/memberships/") == 0
     assert env.server.github.count("/members") == 2
     run = env.runs("full")[-1]
-    assert run["removed"] == len(leaving) and run["details"]["removal_check"]["method"] == "hinted"
+    assert run.removed == len(leaving) and run.details["removal_check"]["method"] == "hinted"

@@ -200,7 +200,7 @@ def test_roster_member_who_signs_up_later_gets_access_at_once(
         ws_id = store.create_provider_workspace(
             s, "github", 300, "gamma", actor="test", installation_id=31
         ).id
-    assert full_sync(ctx, ws_id, trigger="test")["added"] == 2
+    assert full_sync(ctx, ws_id, trigger="test").added == 2
     with ctx.session() as s:
         ws = store.get_workspace(s, ws_id)
         listed = {m["provider_user_id"]: m for m in store.members(s, ws)}
@@ -352,7 +352,7 @@ def test_org_hidden_from_the_token_but_confirmed_by_the_app_keeps_access(
     with ctx.session() as s:
         wid = store.create_provider_workspace(s, "github", 100, "alpha", actor="test",
                                               installation_id=77).id
-    assert full_sync(ctx, wid, trigger="test")["added"] == 2
+    assert full_sync(ctx, wid, trigger="test").added == 2
     assert "alpha" in by_name(post(client, {"provider": "github", "access_token": "tok-ann"}).get_json())
 
     gh.hidden_from_user_tokens.add(100)  # the token stops listing the org; ann is still a member

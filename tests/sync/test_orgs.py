@@ -19,6 +19,7 @@ from demo.fakes.gitlab_server import DEFAULT_TOKEN
 from demo.fakes.server import FakeProviderServer
 from models import store
 from models.config import Settings
+from models.store import RunResult
 from models.tables import Activity, HttpCacheEntry, RosterEntry, SyncRun, Workspace
 from sync.context import SyncContext, build_sync_context
 from sync.errors import RateLimited, TransientProviderError
@@ -213,7 +214,7 @@ def org(request: pytest.FixtureRequest, server: FakeProviderServer, ctx: SyncCon
     return Org(request.param, server, ctx).setup()
 
 
-def sync(org: Org, **kw: Any) -> dict[str, Any]:
+def sync(org: Org, **kw: Any) -> RunResult:
     return full_sync(org.ctx, org.workspace_id, trigger="test", **kw)
 
 
@@ -225,15 +226,15 @@ def test_adds_removals_and_role_changes_land_with_activity(org: Org) -> None:
     org.add(2)
     org.add(3)
     first = sync(org)
-    assert first["result"] == "ok"
-    assert (first["added"], first["removed"], first["changed"]) == (3, 0, 0)
+    assert first.result == "ok"
+    assert (first.added, first.removed, first.changed) == (3, 0, 0)
     assert org.roster() == {1: ("user1", "admin"), 2: ("user2", "member"), 3: ("user3", "member")}
 
     org.remove(3)
     org.set_role(2, "admin")
     org.add(4)
     second = sync(org)
-    assert (second["result"], second["added"], second["removed"], second["changed"]) == ("ok", 1, 1, 1)
+    assert (second.result, second.added, second.removed, second.changed) == ("ok", 1, 1, 1)
     assert org.roster() == {1: ("user1", "admin"), 2: ("user2", "admin"), 4: ("user4", "member")}
 
     actions = org.actions()
@@ -243,7 +244,7 @@ def test_adds_removals_and_role_changes_land_with_activity(org: Org) -> None:
     assert actions.count("sync.finished") == 2
     with org.ctx.session() as s:
         entry = s.scalars(select(Activity).where(Activity.action == "member.role_changed")).one()
-        assert entry.actor == f"sync:{second['id']}"
+        assert entry.actor == f"sync:{second.id}"
         assert entry.details == {"provider_user_id": 2, "login": "user2", "from": "member", "to": "admin"}
         # No account for user 2 here: the subject is the provider id (SPEC section 3).
         assert entry.subject == f"{org.provider}:2"
@@ -274,7 +275,7 @@ def test_failure_on_page_2_of_3_removes_nothing_and_records_why(org: Org) -> Non
     org.server.github.clear_faults()
     org.server.gitlab.clear_faults()
     healed = sync(org)
-    assert (healed["result"], healed["added"], healed["removed"]) == ("ok", 1, 2)
+    assert (healed.result, healed.added, healed.removed) == ("ok", 1, 2)
 
 
 def test_mass_removal_guard_holds_then_force_applies(org: Org) -> None:
@@ -284,10 +285,10 @@ def test_mass_removal_guard_holds_then_force_applies(org: Org) -> None:
         org.remove(uid)
     org.add(100)
     held = sync(org)
-    assert held["result"] == "held"
-    assert (held["added"], held["removed"], held["changed"]) == (0, 0, 0)
-    assert held["details"]["would_remove"] == 15 and held["details"]["would_add"] == 1
-    assert "would remove 15 of 20" in held["error"]
+    assert held.result == "held"
+    assert (held.added, held.removed, held.changed) == (0, 0, 0)
+    assert held.details["would_remove"] == 15 and held.details["would_add"] == 1
+    assert "would remove 15 of 20" in held.error
     assert len(org.roster()) == 20  # nothing applied at all
     assert org.actions()[-1] == "sync.held"
     with org.ctx.session() as s:
@@ -297,7 +298,7 @@ def test_mass_removal_guard_holds_then_force_applies(org: Org) -> None:
         assert last is not None and last.result == "held"  # what status shows
 
     forced = sync(org, force=True)
-    assert (forced["result"], forced["forced"], forced["removed"], forced["added"]) == ("ok", True, 15, 1)
+    assert (forced.result, forced.forced, forced.removed, forced.added) == ("ok", True, 15, 1)
     assert sorted(org.roster()) == [16, 17, 18, 19, 20, 100]
 
 
@@ -306,7 +307,7 @@ def test_removal_within_the_fraction_is_not_held(org: Org) -> None:
     sync(org)
     for uid in range(1, 11):  # exactly 50%
         org.remove(uid)
-    assert sync(org)["removed"] == 10
+    assert sync(org).removed == 10
 
 
 @pytest.mark.parametrize("kind", ["primary", "secondary"])
@@ -334,7 +335,7 @@ def test_broken_credentials_mark_the_link_and_keep_the_roster(org: Org) -> None:
     sync(org)
     org.break_credentials()
     result = sync(org)  # permanent: returned, not raised
-    assert result["result"] == "auth_broken"
+    assert result.result == "auth_broken"
     assert len(org.roster()) == 5
     ws = org.workspace()
     assert ws.link_status == "broken" and ws.link_error
@@ -346,7 +347,7 @@ def test_link_heals_after_a_good_sync(org: Org) -> None:
     with org.ctx.session() as s:
         ws = store.get_workspace(s, org.workspace_id)
         store.mark_link(s, ws, "broken", "was broken", actor="test")
-    assert sync(org)["result"] == "ok"
+    assert sync(org).result == "ok"
     assert org.workspace().link_status == "ok"
 
 
@@ -358,7 +359,7 @@ def test_org_rename_is_followed_and_the_id_kept(org: Org) -> None:
     ws = org.workspace()
     assert ws.id == org.workspace_id
     assert ws.provider_org_login == "acme-two" and ws.name == "acme-two"
-    assert result["details"]["renamed"] == {"from": "acme", "to": "acme-two"}
+    assert result.details["renamed"] == {"from": "acme", "to": "acme-two"}
     assert "workspace.renamed" in org.actions()
     assert org.roster() == {1: ("user1", "member")}
 
@@ -370,8 +371,8 @@ def test_member_login_change_keeps_access(org: Org) -> None:
     sync(org)
     org.rename_user(7, "seven")
     result = sync(org)
-    assert (result["added"], result["removed"], result["changed"]) == (0, 0, 0)
-    assert result["details"]["login_changes"] == 1
+    assert (result.added, result.removed, result.changed) == (0, 0, 0)
+    assert result.details["login_changes"] == 1
     assert org.roster() == {7: ("seven", "member")}
     with org.ctx.session() as s:
         ident = store.get_identity(s, org.provider, 7)
@@ -425,7 +426,7 @@ def test_api_budget_for_250_members(
     org.add_many(range(6, n + 1))
     org.reset_log()
     result = sync(org)
-    assert result["added"] == n
+    assert result.added == n
     pages = math.ceil(n / 100)
     if provider == "github":
         # Admins and members are listed separately (the list payload carries
@@ -437,7 +438,7 @@ def test_api_budget_for_250_members(
         # GitLab: 3 member pages plus the group read.
         assert org.roster_requests() == pages
         assert org.request_count() == pages + 1
-    assert result["api_calls"] == org.request_count()
+    assert result.api_calls == org.request_count()
 
 
 def test_unchanged_github_resync_is_answered_with_304s(
@@ -447,24 +448,24 @@ def test_unchanged_github_resync_is_answered_with_304s(
     org.add_many(range(1, 6), "admin")
     org.add_many(range(6, 251))
     first = sync(org)
-    assert first["not_modified"] == 0
+    assert first.not_modified == 0
     org.reset_log()
     second = sync(org)
     roster_pages = 4
-    assert second["result"] == "ok"
-    assert (second["added"], second["removed"], second["changed"]) == (0, 0, 0)
-    assert second["not_modified"] == roster_pages
+    assert second.result == "ok"
+    assert (second.added, second.removed, second.changed) == (0, 0, 0)
+    assert second.not_modified == roster_pages
     assert server.github.count("/members", status=304) == roster_pages
     # Pages plus the org read: the installation token minted by the first sync
     # is reused from the process's token cache.
-    assert second["api_calls"] == server.github.request_count == roster_pages + 1
+    assert second.api_calls == server.github.request_count == roster_pages + 1
     assert len(org.roster()) == 250
 
     # A change on the last page: earlier pages still 304, the change lands.
     org.remove(250)
     third = sync(org)
-    assert (third["removed"], third["added"]) == (1, 0)
-    assert third["not_modified"] == roster_pages - 1
+    assert (third.removed, third.added) == (1, 0)
+    assert third.not_modified == roster_pages - 1
     with ctx.session() as s:
         cached = s.scalars(
             select(HttpCacheEntry.url).where(HttpCacheEntry.workspace_id == org.workspace_id)
@@ -486,7 +487,7 @@ def test_disconnected_or_suspended_workspace_is_not_synced(org: Org, status: str
             store.suspend(s, ws, actor="test")
     org.reset_log()
     result = sync(org)
-    assert result["result"] == "skipped" and result["details"] == {"reason": status}
+    assert result.result == "skipped" and result.details == {"reason": status}
     assert org.request_count() == 0
     assert org.roster() == {}
 
@@ -500,9 +501,9 @@ def test_github_workspace_without_installation_is_not_fully_synced(
         assert ws.link_status == "no_installation"
         ws_id = ws.id
     result = full_sync(ctx, ws_id, trigger="cron")
-    assert result["result"] == "skipped"
-    assert result["details"] == {"reason": "no_installation"}
-    assert "log in" in result["error"]
+    assert result.result == "skipped"
+    assert result.details == {"reason": "no_installation"}
+    assert "log in" in result.error
     # Asked GitHub before skipping: the org's installation (404), then the
     # org by id to rule out a stale login. Nothing else.
     assert server.github.count("/installation") == 1
@@ -520,17 +521,17 @@ def test_member_sync_adds_updates_and_removes_one_entry(org: Org) -> None:
     org.add(9, "admin")
     org.remove(2)  # not re-read by the targeted sync of member 9: stays
     added = member_sync(org.ctx, org.workspace_id, 9, "user9", trigger="webhook:d1")
-    assert (added["kind"], added["result"], added["added"]) == ("member", "ok", 1)
+    assert (added.kind, added.result, added.added) == ("member", "ok", 1)
     assert org.roster() == {1: ("user1", "member"), 2: ("user2", "member"), 3: ("user3", "member"),
                             9: ("user9", "admin")}
     org.set_role(9, "member")
     changed = member_sync(org.ctx, org.workspace_id, 9, None, trigger="webhook:d2")
-    assert changed["changed"] == 1 and org.roster()[9] == ("user9", "member")
+    assert changed.changed == 1 and org.roster()[9] == ("user9", "member")
     removed = member_sync(org.ctx, org.workspace_id, 2, "user2", trigger="webhook:d3")
-    assert removed["removed"] == 1 and 2 not in org.roster()
+    assert removed.removed == 1 and 2 not in org.roster()
     with org.ctx.session() as s:
         actors = set(s.scalars(select(Activity.actor).where(Activity.action == "member.removed")))
-    assert actors == {f"sync:{removed['id']}"}
+    assert actors == {f"sync:{removed.id}"}
 
 
 def test_member_sync_rate_limited_is_recorded_and_reraised(org: Org) -> None:
@@ -550,7 +551,7 @@ def test_rename_workspace_reads_the_org_by_id(org: Org) -> None:
     org.rename_org("acme-renamed")
     # The hint is ignored when the provider can be read: the provider is the truth.
     out = rename_workspace(org.ctx, org.workspace_id, trigger="webhook:r1", new_login="bogus")
-    assert out["provider_org_login"] == "acme-renamed" and out["id"] == org.workspace_id
+    assert out.provider_org_login == "acme-renamed" and out.id == org.workspace_id
 
 
 def test_adopt_unknown_installation_creates_workspace_without_syncing_inline(
@@ -560,7 +561,7 @@ def test_adopt_unknown_installation_creates_workspace_without_syncing_inline(
     server.github.add_member(4444, 61, "installer", "admin")
     server.github.add_member(4444, 62, "dev")
     result = adopt_installation(ctx, 88, 4444, "newco", 61, trigger="webhook:inst-1")
-    assert result["adopted"] is True and result["changed"] is True
+    assert result.adopted is True and result.changed is True
     # The full sync is the caller's to queue (per-org serialisation): none ran here.
     assert server.github.request_count == 0
     with ctx.session() as s:
@@ -573,10 +574,10 @@ def test_adopt_unknown_installation_creates_workspace_without_syncing_inline(
         s.flush()
         s.refresh(ws)
         assert ws.owner_id == user.id
-    synced = full_sync(ctx, result["workspace"], trigger="test")
-    assert (synced["result"], synced["added"]) == ("ok", 2)
+    synced = full_sync(ctx, result.workspace_id, trigger="test")
+    assert (synced.result, synced.added) == ("ok", 2)
 
     # Same installation again (a redelivered event): no second workspace.
     again = adopt_installation(ctx, 88, 4444, "newco", 61, trigger="webhook:inst-2")
-    assert again["adopted"] is False and again["changed"] is False
-    assert again["workspace"] == result["workspace"]
+    assert again.adopted is False and again.changed is False
+    assert again.workspace_id == result.workspace_id

@@ -58,13 +58,13 @@ def _wrap(org: Org, dropped: set[int], **kw: Any) -> list[ListingDropsMembers]:
 
 def test_member_missing_from_listing_but_still_a_member_is_kept(org: Org) -> None:
     org.add_many(range(1, 31))
-    assert full_sync(org.ctx, org.workspace_id, trigger="t")["added"] == 30
+    assert full_sync(org.ctx, org.workspace_id, trigger="t").added == 30
     org.remove(30)  # really left
     _wrap(org, {7})  # fell between two pages
     run = full_sync(org.ctx, org.workspace_id, trigger="t")
-    assert run["result"] == "ok" and run["removed"] == 1
+    assert run.result == "ok" and run.removed == 1
     assert 7 in org.roster() and 30 not in org.roster()
-    assert run["details"]["removal_check"] == {"method": "member_reads", "candidates": 2, "hinted": 0, "still_members": 1}
+    assert run.details["removal_check"] == {"method": "member_reads", "candidates": 2, "hinted": 0, "still_members": 1}
 
 
 def test_many_candidates_are_checked_with_a_second_listing(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,8 +76,8 @@ def test_many_candidates_are_checked_with_a_second_listing(org: Org, monkeypatch
     made = _wrap(org, {5}, drop_in_second_listing=False)
     run = full_sync(org.ctx, org.workspace_id, trigger="t")
     assert made[0].listings == 2
-    assert run["removed"] == 3 and 5 in org.roster()
-    assert run["details"]["removal_check"]["method"] == "second_listing"
+    assert run.removed == 3 and 5 in org.roster()
+    assert run.details["removal_check"]["method"] == "second_listing"
 
 
 def test_a_failed_recheck_applies_nothing(org: Org) -> None:
@@ -112,6 +112,6 @@ def test_unchanged_org_costs_no_extra_requests(org: Org) -> None:
     full_sync(org.ctx, org.workspace_id, trigger="t")
     org.reset_log()
     run = full_sync(org.ctx, org.workspace_id, trigger="t")
-    assert run["removed"] == 0 and "removal_check" not in run["details"]
+    assert run.removed == 0 and "removal_check" not in run.details
     assert not any("/memberships/" in r.path or "/members/all/" in r.path
                    for r in [*org.server.github.requests, *org.server.gitlab.requests])

@@ -62,3 +62,35 @@ def test_body_read_deadline(world: World, case: str, per_read: float, silent: bo
         assert world.counts() == before
     else:
         assert resp.get_json()["status"] == "pong"
+
+
+def test_the_watchdog_cuts_off_a_late_body_and_forgets_finished_requests() -> None:
+    import socket
+    import time
+
+    from webhooks.limits import _Watchdog
+
+    dog = _Watchdog()
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        now = time.monotonic()
+        # Two requests that finish in time, then one whose body never ends.
+        done = [dog.watch(now + 0.05, pairs[0][0]), dog.watch(now + 0.1, pairs[1][0])]
+        late = dog.watch(now + 0.2, pairs[2][0])
+        for token in done:
+            dog.done(token)
+        pairs[2][0].settimeout(5)
+        assert pairs[2][0].recv(1) == b""  # reading side shut at the deadline
+        assert time.monotonic() - now >= 0.2
+        for sock, _ in pairs[:2]:  # the finished requests' sockets were left alone
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+        deadline = time.monotonic() + 2
+        while dog._heap and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert dog._heap == [] and late not in dog._live
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

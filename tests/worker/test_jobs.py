@@ -46,7 +46,7 @@ def test_the_sweep_closes_sync_runs_lost_with_their_worker(env: Env) -> None:
         s.add(SyncRun(workspace_id=env.workspace_id, kind="full", trigger="t", result="running",
                       started_at=utcnow() - timedelta(hours=1)))
     assert jobs.sweep()["lost_runs"] == 1
-    assert env.runs("full")[0]["result"] == "lost"
+    assert env.runs("full")[0].result == "lost"
 
 
 def _owed(env: Env) -> dict[str, tuple[datetime, str]]:

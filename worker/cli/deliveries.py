@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit
 import click
 
 from models import deliveries as dstore
-from runtime.operations import replay_delivery
+from runtime.operations import Replay, replay_delivery
 from sync.providers.signatures import github_headers, gitlab_headers
 from worker.cli.client import PostFailed, post
 from worker.cli.context import CliContext, pass_ctx
@@ -67,7 +68,7 @@ def deliveries_replay(ctx: CliContext, delivery_id: str, as_json: bool) -> None:
     """Queue a failed (or stuck) delivery again."""
     rt = ctx.runtime
 
-    def act() -> dict[str, Any]:
+    def act() -> Replay:
         with rt.session() as s:
             return replay_delivery(s, rt.redis, delivery_id)
 
@@ -86,12 +87,12 @@ def deliveries_replay(ctx: CliContext, delivery_id: str, as_json: bool) -> None:
         run_inline(rt, 60, finished)
         with rt.session() as s:
             row = dstore.get_delivery(s, delivery_id)
-            data["status"], error = row.status, row.error
+            data, error = replace(data, status=row.status), row.error
     else:
         error = None
-    emit(data, as_json, lambda d: click.echo(f"delivery {d['delivery']}: {d['status']}"))
-    if data["status"] == dstore.FAILED or (rt.embedded and data["status"] not in dstore.FINISHED):
-        later = "" if data["status"] == dstore.FAILED else "; it stays due and is retried when `orgsync dev` runs"
+    emit(data, as_json, lambda d: click.echo(f"delivery {d.delivery_id}: {d.status}"))
+    if data.status == dstore.FAILED or (rt.embedded and data.status not in dstore.FINISHED):
+        later = "" if data.status == dstore.FAILED else "; it stays due and is retried when `orgsync dev` runs"
         fail(f"delivery {delivery_id} failed again" + (f": {error}" if error else "") + later)
 
 

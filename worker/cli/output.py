@@ -1,5 +1,7 @@
 """What the commands print: text for people, or with --json exactly one JSON
-document on stdout (progress then goes to stderr)."""
+document on stdout (progress then goes to stderr). ``data`` may hold the use
+cases' typed results: the JSON goes through worker/cli/serialize.py, the text
+renderer gets them as they are."""
 from __future__ import annotations
 
 import json
@@ -8,10 +10,12 @@ from typing import Any
 
 import click
 
+from worker.cli.serialize import to_json
+
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(to_json(data), indent=2, default=str))
     else:
         render(data)
 

@@ -87,9 +87,10 @@ def users_workspaces(obj: CliContext, user: str, as_json: bool) -> None:
 @pass_ctx
 def workspaces_create(obj: CliContext, name: str, owner: str, as_json: bool) -> None:
     """Create a managed workspace owned by a user."""
-    data = _run(obj, lambda s: store.workspace_to_dict(
+    data = _run(obj, lambda s: store.workspace_view(
         managed.create_workspace(s, name, users.resolve_user(s, owner), managed.OPERATOR)))
-    emit(data, as_json, lambda w: click.echo(f"created {w['name']} ({w['id']}), owned by {w['owner']['username']}"))
+    emit(data, as_json, lambda w: click.echo(
+        f"created {w.name} ({w.id}), owned by {w.owner.username if w.owner else '-'}"))
 
 
 @click.command("rename")
@@ -99,9 +100,9 @@ def workspaces_create(obj: CliContext, name: str, owner: str, as_json: bool) -> 
 @pass_ctx
 def workspaces_rename(obj: CliContext, ref: str, name: str, as_json: bool) -> None:
     """Rename a managed workspace."""
-    data = _run(obj, lambda s: store.workspace_to_dict(
+    data = _run(obj, lambda s: store.workspace_view(
         managed.rename_workspace(s, store.find_workspace(s, ref), name, managed.OPERATOR)))
-    emit(data, as_json, lambda w: click.echo(f"{ref} is now named {w['name']}"))
+    emit(data, as_json, lambda w: click.echo(f"{ref} is now named {w.name}"))
 
 
 @click.command("delete")

@@ -10,9 +10,12 @@ from sqlalchemy.orm import Session
 
 from models import lanes, store
 from models.errors import StoreError
+from models.store import WorkspaceView
 from models.tables import Workspace
 from runtime import operations
 from sync.errors import ProviderError, ProviderSaysGone, TransientProviderError
+from sync.installations import Reconnection
+from worker.cli import serialize
 from worker.cli.context import CliContext, pass_ctx
 from worker.cli.errors import fail, store_call
 from worker.cli.inline import run_inline
@@ -27,10 +30,9 @@ def workspaces() -> None:
 _WORKSPACE_ROW = "{id:<36}  {name:<30} {kind:<9} {status:<12} {ref:<30} {owner}"
 
 
-def _render_workspace(w: dict[str, Any]) -> None:
-    owner = w["owner"]["username"] if w.get("owner") else "-"
-    ref = w.get("reference") or "-"
-    click.echo(_WORKSPACE_ROW.format(id=w["id"], name=w["name"], kind=w["kind"], status=w["status"], ref=ref,
+def _render_workspace(w: WorkspaceView) -> None:
+    owner = w.owner.username if w.owner else "-"
+    click.echo(_WORKSPACE_ROW.format(id=w.id, name=w.name, kind=w.kind, status=w.status, ref=w.reference or "-",
                                      owner=owner).rstrip())
 
 
@@ -41,9 +43,9 @@ def workspaces_list(ctx: CliContext, as_json: bool) -> None:
     """List every workspace."""
     with ctx.runtime.session() as s:
         # The same envelope as the API's listings ({"deliveries": [...]}).
-        data = {"workspaces": [store.workspace_to_dict(w) for w in store.list_workspaces(s)]}
+        data = {"workspaces": [store.workspace_view(w) for w in store.list_workspaces(s)]}
 
-    def render(d: dict[str, Any]) -> None:
+    def render(d: dict[str, list[WorkspaceView]]) -> None:
         if not d["workspaces"]:
             click.echo("no workspaces")
             return
@@ -72,18 +74,18 @@ def workspaces_show(ctx: CliContext, ref: str, as_json: bool) -> None:
     """Show one workspace (by id, name or github:/gitlab: reference)."""
     s, ws = _find(ctx, ref)
     with s:
-        data = store.workspace_to_dict(ws)
-        run = store.last_sync_run(s, ws)
-        last = store.sync_run_to_dict(run) if run else None
+        data = store.workspace_view(ws)
+        last = store.last_sync_run(s, ws)
 
-    def render(w: dict[str, Any]) -> None:
-        for key, value in w.items():
+    def render(w: WorkspaceView) -> None:
+        # One line a field of the JSON document.
+        for key, value in serialize.workspace(w).items():
             if key == "owner":
                 value = value["username"] if value else "-"
             click.echo(f"{key:<20} {value if value is not None else '-'}")
         if last:
-            click.echo(f"{'last sync':<20} {last['result']} at {last['finished_at'] or last['started_at']}"
-                       f" (+{last['added']} -{last['removed']} ~{last['changed']}, {last['api_calls']} API calls)")
+            click.echo(f"{'last sync':<20} {last.result} at {serialize.iso(last.finished_at or last.started_at)}"
+                       f" (+{last.added} -{last.removed} ~{last.changed}, {last.api_calls} API calls)")
 
     emit(data, as_json, render)
 
@@ -96,7 +98,7 @@ def workspaces_members(ctx: CliContext, ref: str, as_json: bool) -> None:
     """List a workspace's members (roster members without an account too)."""
     s, ws = _find(ctx, ref)
     with s:
-        data = {"workspace": store.workspace_to_dict(ws), "members": store.members(s, ws)}
+        data = {"workspace": store.workspace_view(ws), "members": store.members(s, ws)}
 
     def render(d: dict[str, Any]) -> None:
         if not d["members"]:
@@ -143,12 +145,12 @@ def workspaces_activity(ctx: CliContext, ref: str, after: int, limit: int, as_js
 @pass_ctx
 def workspaces_transfer(ctx: CliContext, ref: str, to: str, as_json: bool) -> None:
     """Transfer a workspace's ownership (and billing) to another member."""
-    def act() -> dict[str, Any]:
+    def act() -> WorkspaceView:
         with ctx.runtime.session() as s:
-            return store.workspace_to_dict(operations.transfer(s, ref, to))
+            return operations.transfer(s, ref, to)
 
     data = store_call(act)
-    emit(data, as_json, lambda w: click.echo(f"{w['name']} is now owned by {w['owner']['username']}"))
+    emit(data, as_json, lambda w: click.echo(f"{w.name} is now owned by {w.owner.username if w.owner else '-'}"))
 
 
 @workspaces.command("disconnect")
@@ -157,14 +159,13 @@ def workspaces_transfer(ctx: CliContext, ref: str, to: str, as_json: bool) -> No
 @pass_ctx
 def workspaces_disconnect(ctx: CliContext, ref: str, as_json: bool) -> None:
     """Disconnect a provider workspace (roster access ends; the owner keeps access)."""
-    def act() -> tuple[dict[str, Any], bool]:
+    def act() -> tuple[WorkspaceView, bool]:
         with ctx.runtime.session() as s:
-            ws, changed = operations.disconnect(s, ref)
-            return store.workspace_to_dict(ws), changed
+            return operations.disconnect(s, ref)
 
     data, changed = store_call(act)
     emit(data, as_json, lambda w: click.echo(
-        f"{w['name']} {'disconnected' if changed else 'was already disconnected'}"))
+        f"{w.name} {'disconnected' if changed else 'was already disconnected'}"))
 
 
 @workspaces.command("reconnect")
@@ -176,7 +177,7 @@ def workspaces_reconnect(ctx: CliContext, ref: str, as_json: bool) -> None:
     its org is back (app installed, group readable), then fully sync it."""
     rt = ctx.runtime
 
-    def act() -> dict[str, Any]:
+    def act() -> Reconnection:
         try:
             return operations.reconnect(rt, ref)
         except ProviderSaysGone as exc:
@@ -187,17 +188,17 @@ def workspaces_reconnect(ctx: CliContext, ref: str, as_json: bool) -> None:
             fail(f"the provider's answer cannot be used ({exc}); nothing was changed")
 
     data = store_call(act)
-    if data["full_sync_queued"] and rt.embedded:
+    if data.full_sync_queued and rt.embedded:
         progress(as_json)("no REDIS_URL: running the full sync in this process")
 
         def synced() -> bool:
             with rt.session() as s:
-                ws = store.get_workspace(s, data["workspace"]["id"])
+                ws = store.get_workspace(s, data.workspace.id)
                 return not lanes.pending_full_syncs(s, [lanes.lane_of_workspace(ws)])
 
         run_inline(rt, 60, synced)
     emit(data, as_json, lambda d: click.echo(
-        f"{d['workspace']['name']} {'reconnected; full sync queued' if d['result'] == 'reconnected' else 'was already connected'}"))
+        f"{d.workspace.name} {'reconnected; full sync queued' if d.result == 'reconnected' else 'was already connected'}"))
 
 
 @workspaces.command("subscription")
@@ -211,9 +212,9 @@ def workspaces_subscription(ctx: CliContext, ref: str, plan: str | None, no_plan
     if (plan is None) == (not no_plan):
         fail("give exactly one of --plan NAME or --none")
 
-    def act() -> dict[str, Any]:
+    def act() -> WorkspaceView:
         with ctx.runtime.session() as s:
-            return store.workspace_to_dict(operations.set_subscription(s, ref, None if no_plan else plan))
+            return operations.set_subscription(s, ref, None if no_plan else plan)
 
     data = store_call(act)
-    emit(data, as_json, lambda w: click.echo(f"{w['name']}: subscription {w['subscription'] or 'none'}"))
+    emit(data, as_json, lambda w: click.echo(f"{w.name}: subscription {w.subscription or 'none'}"))

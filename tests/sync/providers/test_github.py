@@ -869,3 +869,33 @@ def test_list_installations_pages_and_revalidates(
     before = gh_provider.not_modified
     assert gh_provider.list_installations(cache) == listed
     assert gh_provider.not_modified - before == 2
+
+
+def test_e2e_the_app_jwt_is_signed_once_for_many_installations(
+    gh_server_url: str, gh_fake: FakeGitHub, app_key_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from github import Auth
+
+    from sync.providers import github_auth
+
+    signed: list[str] = []
+    real = Auth.AppAuth.create_jwt
+
+    def counting(self: Auth.AppAuth, *args: Any, **kwargs: Any) -> str:
+        token = real(self, *args, **kwargs)
+        signed.append(token)
+        return token
+
+    monkeypatch.setattr(Auth.AppAuth, "create_jwt", counting)
+    for n in range(3):
+        gh_fake.add_org(7000 + n, f"org{n}", installation_id=70 + n)
+        provider = GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=70 + n)
+        assert provider.get_org(7000 + n).login == f"org{n}"
+    assert len(signed) == 1  # three exchanges, one RSA signature
+    assert gh_fake.count("/access_tokens", status=201) == 3
+
+    monkeypatch.setattr(github_auth, "APP_JWT_REUSE", 0.0)  # the reuse window has passed
+    gh_fake.add_org(7009, "org9", installation_id=79)
+    GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=79).get_org(7009)
+    GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=79)  # token cached: no exchange
+    assert len(signed) == 2
