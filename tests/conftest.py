@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +25,13 @@ from models.base import Base, make_engine, make_session_factory
 from models.tables import Counter
 
 if TYPE_CHECKING:
+    import responses
+
     from demo.fakes.server import FakeProviderServer
+
+# Fixtures shared by several test packages, each defined once: the web app's
+# World (tests/app_world.py) and the worker's Env (tests/worker_env.py).
+pytest_plugins = ["tests.app_world", "tests.worker_env"]
 
 PG_URL = os.environ.get("ORGSYNC_TEST_DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("ORGSYNC_TEST_REDIS_URL", "").strip()
@@ -38,6 +46,15 @@ if REDIS_URL and _XDIST_WORKER.startswith("gw") and _XDIST_WORKER[2:].isdigit():
 REQUIRE = os.environ.get("ORGSYNC_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
+# The console script beside this Python (the venv's `orgsync`).
+ORGSYNC = Path(sys.executable).with_name("orgsync")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (for a process to bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def need_service(what: str, variable: str, available: bool) -> None:
@@ -77,15 +94,26 @@ def _fresh_github_tokens() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def app_key() -> str:
-    """A throwaway GitHub App private key (PEM), one per test session."""
+def app_key_pair() -> tuple[str, str]:
+    """A throwaway GitHub App key, one per test session: (private PEM, public
+    PEM); a fake GitHub that verifies app JWTs is given the public one."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
+    private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    return private, public
+
+
+@pytest.fixture(scope="session")
+def app_key(app_key_pair: tuple[str, str]) -> str:
+    """The session's GitHub App private key (PEM)."""
+    return app_key_pair[0]
 
 
 @pytest.fixture
@@ -173,3 +201,15 @@ def any_redis(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     if request.param == "fakeredis":
         return request.getfixturevalue("fake_redis")
     return request.getfixturevalue("real_redis")
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """Replayed HTTP (``responses``) for the tests of an HTTP client (the GitLab
+    adapter, the OIDC issuers' discovery documents and keys). Anything not
+    registered raises ConnectionError: an unexpected fetch fails loudly, and it
+    is counted in rsps.calls."""
+    import responses
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock

@@ -72,8 +72,6 @@ from typing import Any
 
 import fakeredis
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -112,8 +110,8 @@ from sync.orgs import full_sync
 from sync.providers.base import Provider
 from sync.providers.github import GitHubProvider
 from sync.providers.gitlab import GitLabProvider
+from tests.app_world import APP_ID, GITHUB_SECRET, GITLAB_SECRET, World
 from tests.conftest import need_corpus, need_postgres
-from tests.webhooks.conftest import APP_ID, GITHUB_SECRET, GITLAB_SECRET, World
 from webhooks.app import create_app
 
 # Small pages: a handful of members already spans several roster pages.
@@ -297,14 +295,6 @@ class Env:
         self.github.reset()
         self.gitlab.reset()
         self.redis.flushall()
-
-
-@pytest.fixture(scope="module")
-def app_key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE, need_postgres
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import REQUIRE, ROOT, need_postgres
 
 pytestmark = [pytest.mark.deep, pytest.mark.postgres]
 

@@ -19,18 +19,15 @@ import pytest
 
 from demo.fakes.server import FakeProviderServer
 from sync.providers.signatures import github_headers
-from tests.conftest import REDIS_URL, need_redis
+from tests.conftest import REDIS_URL, ROOT, free_port, need_redis
 from tests.e2e.test_procfile import (  # noqa: F401 - fixtures
     ADMIN,
     APP_ID,
     BIN,
     INSTALLATION,
     ORG_ID,
-    ROOT,
     SECRET,
     SERVICE,
-    app_key,
-    free_port,
     github,
     http,
 )
@@ -59,7 +56,7 @@ def wait_for(check: Callable[[], Any], proc: subprocess.Popen[bytes], log: Path,
 
 
 def test_honcho_start_keeps_the_service_up_and_processes_a_delivery(
-    pg_schema_url: str, real_redis: Any, github: FakeProviderServer, app_key: tuple[str, str],  # noqa: F811
+    pg_schema_url: str, real_redis: Any, github: FakeProviderServer, app_key_pair: tuple[str, str],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     need_redis()
@@ -74,7 +71,7 @@ def test_honcho_start_keeps_the_service_up_and_processes_a_delivery(
         "REDIS_URL": REDIS_URL,
         "GITHUB_API_URL": github.github_api_url,
         "GITHUB_APP_ID": str(APP_ID),
-        "GITHUB_APP_PRIVATE_KEY": app_key[0],
+        "GITHUB_APP_PRIVATE_KEY": app_key_pair[0],
         "GITHUB_WEBHOOK_SECRET": SECRET,
         "ORGSYNC_SERVICE_TOKEN": SERVICE,
         "ORGSYNC_ADMIN_TOKEN": ADMIN,

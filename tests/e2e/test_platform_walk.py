@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,18 +21,12 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ORGSYNC, free_port
 from tests.fakes.server import FakeProviderServer
 
-ORGSYNC = Path(sys.executable).with_name("orgsync")
 SERVICE = "walk-service-token"
 ADMIN = "walk-admin-token"
 APP_ID = "31337"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Http:
@@ -59,7 +51,7 @@ class Http:
 
 @pytest.fixture
 def http(tmp_path: Path, server: FakeProviderServer, app_key: str) -> Iterator[Http]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update({
         "ORGSYNC_SERVICE_TOKEN": SERVICE, "ORGSYNC_ADMIN_TOKEN": ADMIN,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from demo.fakes.github_server import FakeGitHub
 from demo.fakes.server import FakeProviderServer
 from sync.providers.signatures import github_headers
-from tests.conftest import REDIS_URL, need_redis
+from tests.conftest import REDIS_URL, ROOT, free_port, need_redis
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 APP_ID = 31337
 ORG_ID, INSTALLATION = 7001, 4242
@@ -48,26 +44,10 @@ def procfile() -> dict[str, str]:
     return entries
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def app_key() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return private, public
-
-
-@pytest.fixture
-def github(app_key: tuple[str, str]) -> Iterator[FakeProviderServer]:
+def github(app_key_pair: tuple[str, str]) -> Iterator[FakeProviderServer]:
     # The fake verifies our app JWTs with the public key, like GitHub.
-    with FakeProviderServer(github=FakeGitHub(app_id=APP_ID, app_public_key=app_key[1])) as server:
+    with FakeProviderServer(github=FakeGitHub(app_id=APP_ID, app_public_key=app_key_pair[1])) as server:
         yield server
 
 
@@ -132,7 +112,7 @@ def eventually(check: Callable[[], Any], procs: Processes, timeout: float = 60, 
 
 
 def test_procfile_processes_turn_signed_deliveries_into_store_changes(
-    pg_schema_url: str, real_redis: Any, github: FakeProviderServer, app_key: tuple[str, str], tmp_path: Path,
+    pg_schema_url: str, real_redis: Any, github: FakeProviderServer, app_key_pair: tuple[str, str], tmp_path: Path,
 ) -> None:
     need_redis()
     entries = procfile()
@@ -147,7 +127,7 @@ def test_procfile_processes_turn_signed_deliveries_into_store_changes(
         "REDIS_URL": REDIS_URL,
         "GITHUB_API_URL": github.github_api_url,
         "GITHUB_APP_ID": str(APP_ID),
-        "GITHUB_APP_PRIVATE_KEY": app_key[0],
+        "GITHUB_APP_PRIVATE_KEY": app_key_pair[0],
         "GITHUB_WEBHOOK_SECRET": SECRET,
         "ORGSYNC_SERVICE_TOKEN": SERVICE,
         "ORGSYNC_ADMIN_TOKEN": ADMIN,

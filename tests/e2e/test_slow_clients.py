@@ -24,7 +24,8 @@ from collections.abc import Iterator
 import pytest
 
 from sync.providers.signatures import github_headers
-from tests.e2e.test_procfile import BIN, ROOT, free_port, procfile
+from tests.conftest import ROOT, free_port
+from tests.e2e.test_procfile import BIN, procfile
 from webhooks.app import MAX_BODY
 
 SECRET = "slow-clients-secret"

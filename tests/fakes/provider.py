@@ -50,6 +50,7 @@ from functools import partial
 from typing import Generic, Literal, TypeVar
 
 from sync.errors import AuthBroken, InvalidUserToken, NotFound, ProviderError
+from sync.events import Enqueuer
 from sync.providers.base import (
     CachedInstallations,
     CachedPage,
@@ -390,7 +391,19 @@ class DictCache(Generic[_Page]):
         self.pages[url] = page
 
 
+class ListEnqueuer:
+    """The ``Enqueuer`` (sync/events.py) test double: records the full syncs
+    asked for."""
+
+    def __init__(self) -> None:
+        self.full_syncs: list[tuple[str, str]] = []
+
+    def full_sync(self, workspace_id: str, trigger: str) -> None:
+        self.full_syncs.append((workspace_id, trigger))
+
+
 # The Protocol checks (mypy): each fake is what it stands in for.
 _: Provider = FakeProvider()
 _pages: PageCache = DictCache[CachedPage]()
 _installations: InstallationCache = DictCache[CachedInstallations]()
+_enqueuer: Enqueuer = ListEnqueuer()

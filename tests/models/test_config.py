@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from demo.fakes.issuer import GITHUB_ISSUER, GITLAB_ISSUER
 from models.config import ConfigError, load_settings
 
 
@@ -60,3 +61,51 @@ def test_new_security_settings() -> None:
     assert s.oidc_max_token_lifetime == 900 and s.metrics_tokens == ("m1", "m2")
     assert s.gitlab_webhook_signing_secret is not None and "m1" not in repr(s)
     assert "MfKQ" not in repr(s)
+
+
+# --------------------------------------------------------------------------- OIDC issuers and instances
+# (tests/webhooks/test_oidc_api.py resolves tokens of these instances' issuers)
+ENTERPRISE_SLUG_ISSUER = "https://token.actions.githubusercontent.com/acme-corp"
+GHES_ISSUER = "https://ghe.example.com/_services/token"
+SELF_MANAGED_GITLAB = "https://gitlab.example.com"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"OIDC_GITLAB_ISSUERS": f"{GITLAB_ISSUER},{SELF_MANAGED_GITLAB}"}, "OIDC_GITLAB_ISSUERS"),
+        ({"GITLAB_URL": SELF_MANAGED_GITLAB, "OIDC_GITLAB_ISSUERS": GITLAB_ISSUER}, "OIDC_GITLAB_ISSUERS"),
+        ({"OIDC_GITHUB_ISSUERS": f"{GITHUB_ISSUER},{GHES_ISSUER}"}, "OIDC_GITHUB_ISSUERS"),
+        ({"GITHUB_API_URL": "https://ghe.example.com/api/v3", "OIDC_GITHUB_ISSUERS": ENTERPRISE_SLUG_ISSUER},
+         "OIDC_GITHUB_ISSUERS"),
+        ({"GITHUB_API_URL": "https://ghe.example.com/api/v3",
+          "OIDC_GITHUB_ISSUERS": "https://other-ghe.example.com/_services/token"}, "OIDC_GITHUB_ISSUERS"),
+    ],
+    ids=["gitlab.com-and-self-managed", "self-managed-synced-gitlab.com-issuer", "github.com-and-ghes",
+         "ghes-synced-github.com-issuer", "other-ghes"],
+)
+def test_an_issuer_of_another_instance_is_refused_at_start(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.variable == variable
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "github", "gitlab"),
+    [
+        ({}, (GITHUB_ISSUER,), (GITLAB_ISSUER,)),
+        ({"OIDC_GITHUB_ISSUERS": f"{GITHUB_ISSUER},{ENTERPRISE_SLUG_ISSUER}"},
+         (GITHUB_ISSUER, ENTERPRISE_SLUG_ISSUER), (GITLAB_ISSUER,)),
+        ({"GITHUB_API_URL": "https://ghe.example.com/api/v3", "GITLAB_URL": SELF_MANAGED_GITLAB},
+         (GHES_ISSUER,), (SELF_MANAGED_GITLAB,)),
+        # A plain-http instance (a local stand-in) issues nothing we accept.
+        ({"GITHUB_API_URL": "http://127.0.0.1:9", "GITLAB_URL": "http://127.0.0.1:9"}, (), ()),
+    ],
+    ids=["defaults", "enterprise-slug", "ghes-and-self-managed-defaults", "http-instances"],
+)
+def test_issuers_default_to_the_synced_instances(
+    env: dict[str, str], github: tuple[str, ...], gitlab: tuple[str, ...]
+) -> None:
+    settings = load_settings(env)
+    assert (settings.oidc_github_issuers, settings.oidc_gitlab_issuers) == (github, gitlab)

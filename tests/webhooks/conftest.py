@@ -1,236 +1,63 @@
-"""Webhook fixtures: the app over SQLite and PostgreSQL (tests.conftest
-``engine``), fakeredis (or real Redis), configured secrets, the fake provider
-server, helpers to post correctly signed deliveries, and a burst worker that
-drains the webhooks queue through the real RQ code path."""
+"""Fixtures and helpers of the web app's tests: a World with the service and
+admin APIs on (two admin tokens, for rotation) and a GitHub org workspace in
+it; a clock the test moves; the SQL statements a block runs."""
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-import fakeredis
 import pytest
-import redis as redis_lib
-from flask import Flask
-from flask.testing import FlaskClient
-from rq import Queue, SimpleWorker
-from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import event
 
-from demo.fakes.gitlab_server import DEFAULT_TOKEN
-from demo.fakes.server import FakeProviderServer
-from models import lanes, store
-from models.config import Settings
-from models.tables import Activity, Delivery, RosterEntry, SyncRun, WorkLane, Workspace
-from runtime.process import Runtime, set_runtime
-from sync.providers.signatures import github_headers, gitlab_headers
-from webhooks.app import create_app
+from models import store
+from tests.app_world import MakeWorld, World
 
-GITHUB_SECRET = "gh-webhook-secret-current"
-GITHUB_OLD_SECRET = "gh-webhook-secret-previous"
-GITLAB_SECRET = "gl-webhook-token-current"
-GITLAB_SIGNING = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
-APP_ID = "4242"
-
-
-@pytest.fixture(scope="session")
-def app_private_key(app_key: str) -> str:
-    """The session's GitHub App key (the fake accepts any well-formed app JWT)."""
-    return app_key
+ADMIN = "admin-secret-1"
+ADMIN_OLD = "admin-secret-0"
+SERVICE = "service-secret-1"
 
 
 @pytest.fixture
-def provider_server(server: FakeProviderServer) -> FakeProviderServer:
-    return server
-
-
-@dataclass
-class World:
-    app: Flask
-    client: FlaskClient
-    runtime: Runtime
-    redis: redis_lib.Redis
-    server: FakeProviderServer
-    sent: list[str] = field(default_factory=list)
-
-    # ------------------------------------------------------------ posting
-
-    def post_github(
-        self,
-        event: str,
-        payload: dict[str, Any] | bytes,
-        *,
-        delivery: str | None = None,
-        secret: str = GITHUB_SECRET,
-        headers: Mapping[str, str | None] | None = None,
-        content_type: str | None = None,
-    ) -> Any:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        delivery = delivery or str(uuid.uuid4())
-        h: dict[str, str | None] = dict(github_headers(body, secret, event, delivery))
-        if content_type is not None:
-            h["Content-Type"] = content_type
-        h.update(headers or {})
-        self.sent.append(delivery)
-        return self.client.post("/webhooks/github", data=body,
-                                headers={k: v for k, v in h.items() if v is not None})
-
-    def post_gitlab(
-        self,
-        hook: str,
-        payload: dict[str, Any] | bytes,
-        *,
-        token: str | None = GITLAB_SECRET,
-        signing_secret: str | None = None,
-        idempotency_key: str | None = None,
-        headers: Mapping[str, str | None] | None = None,
-        timestamp: int | None = None,
-    ) -> Any:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        h: dict[str, str | None] = dict(gitlab_headers(
-            body, event=hook, token=token, signing_secret=signing_secret,
-            idempotency_key=idempotency_key, timestamp=timestamp,
-        ))
-        h.update(headers or {})
-        return self.client.post("/webhooks/gitlab", data=body,
-                                headers={k: v for k, v in h.items() if v is not None})
-
-    # ------------------------------------------------------------ queues
-
-    def queue(self, name: str = "webhooks") -> Queue:
-        return Queue(name, connection=self.redis)
-
-    def drain(self) -> None:
-        """Run every queued wake-up once, in this process (burst): each drains
-        its lane, full syncs owed to the lane included."""
-        SimpleWorker([self.queue("webhooks"), self.queue("sync")], connection=self.redis).work(burst=True)
-
-    def full_syncs(self) -> list[str]:
-        """``sync-<workspace id>`` for every full sync a webhook caused (run by
-        the lane's drain) or still owes (a due time on the lane)."""
-        with self.session() as s:
-            ran = s.scalars(select(SyncRun.workspace_id).where(
-                SyncRun.kind == "full", SyncRun.trigger.like("webhook%")).order_by(SyncRun.id))
-            out = [f"sync-{w}" for w in ran]
-            for lane in s.scalars(select(WorkLane.lane).where(WorkLane.full_sync_due_at.is_not(None))):
-                provider, org_id = lanes.parse_lane(lane)
-                ws = store.get_provider_workspace(s, provider, org_id) if org_id is not None else None
-                if ws is not None:
-                    out.append(f"sync-{ws.id}")
-            return out
-
-    # The pipeline runs full syncs inside the lane's drain, not as jobs of
-    # their own; kept under its old name for the tests that count them.
-    sync_jobs = full_syncs
-
-    def drain_all(self) -> None:
-        """Deliveries and the full syncs they owe: one burst drains both (the
-        drain of a lane runs the full syncs the lane is owed)."""
-        self.drain()
-
-    # ------------------------------------------------------------ store
-
-    def session(self) -> Any:
-        return self.runtime.session()
-
-    def counts(self) -> dict[str, int]:
-        with self.session() as s:
-            return {
-                name: int(s.scalar(select(func.count()).select_from(table)) or 0)
-                for name, table in (("deliveries", Delivery), ("workspaces", Workspace),
-                                    ("roster", RosterEntry), ("activity", Activity))
-            }
-
-    def delivery(self, delivery_id: str) -> Delivery | None:
-        with self.session() as s:
-            return s.get(Delivery, delivery_id)
-
-    def github_workspace(
-        self, org_id: int, login: str, *, installation_id: int | None = None,
-        roster: dict[int, tuple[str, str]] | None = None, status: str = "active",
-    ) -> str:
-        return self._workspace("github", org_id, login, installation_id, roster, status)
-
-    def gitlab_workspace(
-        self, group_id: int, path: str, *, roster: dict[int, tuple[str, str]] | None = None,
-        status: str = "active",
-    ) -> str:
-        return self._workspace("gitlab", group_id, path, None, roster, status)
-
-    def _workspace(
-        self, provider: str, org_id: int, login: str, installation_id: int | None,
-        roster: dict[int, tuple[str, str]] | None, status: str,
-    ) -> str:
-        with self.session() as s:
-            ws = store.create_provider_workspace(
-                s, provider, org_id, login, actor="operator", installation_id=installation_id
-            )
-            if roster:
-                store.apply_roster_changes(
-                    s, ws, adds=[store.StoredMember(uid, lg, role) for uid, (lg, role) in roster.items()],
-                    actor="operator",
-                )
-            if status == "suspended":
-                store.suspend(s, ws, actor="operator")
-            elif status == "disconnected":
-                store.disconnect(s, ws, actor="operator")
-            return ws.id
-
-    def roster(self, workspace_id: str) -> dict[int, tuple[str, str]]:
-        with self.session() as s:
-            rows = s.scalars(select(RosterEntry).where(RosterEntry.workspace_id == workspace_id))
-            return {r.provider_user_id: (r.login, r.role) for r in rows}
-
-    def workspace(self, workspace_id: str) -> Workspace:
-        with self.session() as s:
-            return store.get_workspace(s, workspace_id)
-
-
-MakeWorld = Callable[..., World]
+def api(make_world: MakeWorld) -> World:
+    return make_world(admin_tokens=(ADMIN, ADMIN_OLD), service_tokens=(SERVICE,))
 
 
 @pytest.fixture
-def make_world(
-    engine: Engine, fake_redis: redis_lib.Redis, provider_server: FakeProviderServer,
-    app_private_key: str, db_url: str,
-) -> Iterator[MakeWorld]:
-    """Build a World; keyword arguments override Settings fields, and
-    ``redis=`` swaps the app's Redis (a closed port, real Redis)."""
-
-    def build(*, redis: redis_lib.Redis | None = None, **overrides: Any) -> World:
-        settings = Settings(
-            database_url=db_url,
-            redis_url="redis://127.0.0.1:6379/15",
-            github_api_url=provider_server.github_api_url,
-            github_app_id=APP_ID,
-            github_app_private_key=app_private_key,
-            github_webhook_secrets=(GITHUB_SECRET,),
-            gitlab_url=provider_server.gitlab_url,
-            gitlab_token=DEFAULT_TOKEN,
-            gitlab_webhook_secrets=(GITLAB_SECRET,),
-        )
-        settings = replace(settings, **overrides)
-        conn = redis if redis is not None else fake_redis
-        runtime = Runtime(settings, redis_client=conn, engine=engine)
-        set_runtime(runtime)  # what worker.jobs sees
-        app = create_app(runtime=runtime)
-        return World(app, app.test_client(), runtime, conn, provider_server)
-
-    yield build
-    set_runtime(None)
+def acme(api: World) -> dict[str, Any]:
+    """A GitHub org workspace: user1 (admin, owner), user2 (member), 3 (no account)."""
+    ws_id = api.github_workspace(9001, "acme", installation_id=77, roster={
+        1: ("user1", "admin"), 2: ("user2", "member"), 3: ("user3", "member")})
+    with api.session() as s:
+        u1, _ = store.get_or_create_user_for_identity(s, "github", 1, "user1", actor="test")
+        u2, _ = store.get_or_create_user_for_identity(s, "github", 2, "user2", actor="test")
+        outsider, _ = store.get_or_create_user_for_identity(s, "github", 99, "outsider", actor="test")
+        ws = store.get_workspace(s, ws_id)
+        store.transfer_ownership(s, ws, u1, actor="test")
+        ids = {"ws": ws_id, "u1": u1.id, "u2": u2.id, "outsider": outsider.id}
+    return ids
 
 
-@pytest.fixture
-def world(make_world: MakeWorld) -> World:
-    return make_world()
+class Clock:
+    """A clock that stands still until a test moves ``now``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
-@pytest.fixture
-def down_fake_redis() -> redis_lib.Redis:
-    """A fakeredis whose server is unreachable (every command raises
-    ConnectionError) until ``server.connected`` is set back to True."""
-    server = fakeredis.FakeServer()
-    server.connected = False
-    return fakeredis.FakeRedis(server=server)
+@contextmanager
+def statements(world: World) -> Iterator[list[str]]:
+    """Every SQL statement the app's engine runs inside the block."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        seen.append(sql)
+
+    event.listen(world.runtime.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(world.runtime.engine, "before_cursor_execute", record)

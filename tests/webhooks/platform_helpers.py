@@ -12,7 +12,7 @@ from sqlalchemy import select
 from models import managed, store, users
 from models.base import Base
 from models.tables import Activity
-from tests.webhooks.conftest import MakeWorld, World
+from tests.app_world import MakeWorld, World
 
 SERVICE = "platform-service-token"
 ADMIN = "platform-admin-token"

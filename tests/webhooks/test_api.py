@@ -1,9 +1,9 @@
-"""Service reads and the admin API (SPEC section 4), /metrics and /openapi.json,
-on SQLite and PostgreSQL: authentication first, then every documented answer,
+"""Service reads and the admin API (webhooks/api.py; SPEC section 4), on SQLite
+and PostgreSQL: authentication first, then every documented answer,
 asserting what the caller sees and what changed in the store and the queues."""
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,17 +12,8 @@ from sqlalchemy import select, update
 
 from models import deliveries, lanes, store
 from models.tables import Delivery, SyncRun
-from runtime import queues
-from tests.webhooks.conftest import MakeWorld, World
-
-ADMIN = "admin-secret-1"
-ADMIN_OLD = "admin-secret-0"
-SERVICE = "service-secret-1"
-
-
-@pytest.fixture
-def api(make_world: MakeWorld) -> World:
-    return make_world(admin_tokens=(ADMIN, ADMIN_OLD), service_tokens=(SERVICE,))
+from tests.app_world import MakeWorld, World
+from tests.webhooks.conftest import ADMIN, ADMIN_OLD, SERVICE
 
 
 def admin(token: str = ADMIN) -> dict[str, str]:
@@ -31,21 +22,6 @@ def admin(token: str = ADMIN) -> dict[str, str]:
 
 def service() -> dict[str, str]:
     return {"Authorization": f"Bearer {SERVICE}"}
-
-
-@pytest.fixture
-def acme(api: World) -> dict[str, Any]:
-    """A GitHub org workspace: user1 (admin, owner), user2 (member), 3 (no account)."""
-    ws_id = api.github_workspace(9001, "acme", installation_id=77, roster={
-        1: ("user1", "admin"), 2: ("user2", "member"), 3: ("user3", "member")})
-    with api.session() as s:
-        u1, _ = store.get_or_create_user_for_identity(s, "github", 1, "user1", actor="test")
-        u2, _ = store.get_or_create_user_for_identity(s, "github", 2, "user2", actor="test")
-        outsider, _ = store.get_or_create_user_for_identity(s, "github", 99, "outsider", actor="test")
-        ws = store.get_workspace(s, ws_id)
-        store.transfer_ownership(s, ws, u1, actor="test")
-        ids = {"ws": ws_id, "u1": u1.id, "u2": u2.id, "outsider": outsider.id}
-    return ids
 
 
 # --------------------------------------------------------------------------- authentication
@@ -352,67 +328,3 @@ def test_subscription(api: World, acme: dict[str, Any]) -> None:
         resp = api.client.post(url, headers=admin(), json=bad)
         assert resp.status_code == 400, bad
     assert api.workspace(acme["ws"]).subscription_plan is None
-
-
-# --------------------------------------------------------------------------- metrics and OpenAPI
-
-
-def test_metrics_are_computed_from_shared_state(api: World, acme: dict[str, Any]) -> None:
-    now = datetime.now(UTC)
-    with api.session() as s:
-        s.add(SyncRun(workspace_id=acme["ws"], kind="full", trigger="t", result="ok",
-                      started_at=now - timedelta(seconds=3), finished_at=now, api_calls=7))
-        deliveries.record_delivery(s, "m1", "github", "organization", "member_added", "{}", "0" * 64, None,
-                                   status="processed")
-    queues.wake(api.redis, "github:9001", queue="sync")
-    resp = api.client.get("/metrics")
-    assert resp.status_code == 200 and resp.mimetype == "text/plain"
-    # Exactly Prometheus' exposition type, with its charset named once.
-    content_type = resp.headers["Content-Type"]
-    assert content_type.startswith("text/plain; version=") and content_type.count("charset=") == 1, content_type
-    text = resp.get_data(as_text=True)
-    assert 'orgsync_deliveries{event="organization",outcome="processed",provider="github"} 1.0' in text
-    assert 'orgsync_sync_runs_total{kind="full",result="ok"} 1.0' in text
-    assert 'orgsync_provider_api_calls_total{kind="full"} 7.0' in text
-    assert 'orgsync_queue_jobs{queue="sync",state="queued"} 1.0' in text
-    assert 'orgsync_sync_duration_seconds_bucket{kind="full",le="5"} 1.0' in text
-    assert 'orgsync_sync_duration_seconds_bucket{kind="full",le="1"} 0.0' in text
-    assert 'orgsync_scrape_source_up{source="database"} 1.0' in text
-
-
-def test_metrics_still_answer_when_redis_is_down(make_world: MakeWorld, down_fake_redis: Any) -> None:
-    world = make_world(redis=down_fake_redis)
-    text = world.client.get("/metrics").get_data(as_text=True)
-    assert 'orgsync_scrape_source_up{source="redis"} 0.0' in text
-    assert 'orgsync_scrape_source_up{source="database"} 1.0' in text
-
-
-def test_openapi_documents_every_route(api: World) -> None:
-    doc = api.client.get("/openapi.json").get_json()
-    assert doc["openapi"].startswith("3.")
-    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
-    served = set()
-    for rule in api.app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
-        path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
-        for method in rule.methods or ():
-            if method not in ("HEAD", "OPTIONS"):
-                served.add((path.replace("{delivery_id}", "{id}"), method))
-    assert served <= documented, served - documented
-    # Every $ref resolves.
-    schemas = doc["components"]["schemas"]
-
-    def refs(node: Any) -> list[str]:
-        if isinstance(node, dict):
-            return ([node["$ref"]] if "$ref" in node else []) + [r for v in node.values() for r in refs(v)]
-        if isinstance(node, list):
-            return [r for v in node for r in refs(v)]
-        return []
-
-    assert all(r.rsplit("/", 1)[1] in schemas for r in refs(doc))
-    # schemathesis (used for property tests) can load it.
-    import schemathesis
-
-    schema = schemathesis.openapi.from_dict(doc)
-    assert len(list(schema.get_all_operations())) == len(documented)

@@ -22,7 +22,7 @@ from models import deliveries
 from models.base import make_engine
 from runtime.process import Runtime
 from sync.providers.signatures import github_headers, gitlab_headers, sign_github, sign_standard
-from tests.webhooks.conftest import (
+from tests.app_world import (
     GITHUB_OLD_SECRET,
     GITHUB_SECRET,
     GITLAB_SECRET,

@@ -12,15 +12,9 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from sync.providers.signatures import github_headers
-from tests.webhooks.conftest import GITHUB_SECRET, World
+from tests.app_world import GITHUB_SECRET, World
+from tests.webhooks.conftest import Clock
 from webhooks.limits import BODY_READ_SECONDS, BodyReadDeadline
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class SlowInput(io.RawIOBase):

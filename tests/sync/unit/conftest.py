@@ -7,18 +7,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from models import store
-from models.base import Base, make_engine, make_session_factory
+from models.base import make_engine, make_session_factory
 from models.config import Settings
 from models.tables import Activity as ActivityRow
-from models.tables import Counter, SyncRun, Workspace
+from models.tables import SyncRun, Workspace
 from sync.context import SyncContext
 from sync.providers.base import ProviderName, ProviderOrg
+from tests.conftest import _create_all
 from tests.fakes.provider import FakeProvider
 
 GH_ORG, GH_INSTALLATION = 9001, 77
@@ -29,9 +30,7 @@ GL_GROUP = 500
 def memory_engine() -> Iterator[Engine]:
     # One connection shared by every session: the in-memory database lives in it.
     eng = make_engine("sqlite://", poolclass=StaticPool)
-    Base.metadata.create_all(eng)
-    with eng.begin() as conn:
-        conn.execute(insert(Counter).values(name="activity", value=0))
+    _create_all(eng)
     yield eng
     eng.dispose()
 

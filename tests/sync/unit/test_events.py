@@ -11,26 +11,14 @@ import pytest
 
 from models import deliveries
 from sync.errors import RateLimited, TransientProviderError
-from sync.events import Enqueuer, Handled, handle_delivery
+from sync.events import Handled, handle_delivery
+from tests.fakes.provider import ListEnqueuer
 from tests.sync.unit.conftest import GH_INSTALLATION, Org
 
 
-class Queued:
-    """The Enqueuer test double: records the full syncs asked for."""
-
-    def __init__(self) -> None:
-        self.full_syncs: list[tuple[str, str]] = []
-
-    def full_sync(self, workspace_id: str, trigger: str) -> None:
-        self.full_syncs.append((workspace_id, trigger))
-
-
-_: Enqueuer = Queued()
-
-
-def deliver(org: Org, event: str, payload: dict[str, Any], queued: Queued | None = None,
+def deliver(org: Org, event: str, payload: dict[str, Any], queued: ListEnqueuer | None = None,
             delivery: str = "d-1") -> Handled:
-    return handle_delivery(org.ctx, delivery, org.provider, event, json.dumps(payload), queued or Queued())
+    return handle_delivery(org.ctx, delivery, org.provider, event, json.dumps(payload), queued or ListEnqueuer())
 
 
 def membership(org: Org, action: str, uid: int, login: str) -> dict[str, Any]:
@@ -59,7 +47,7 @@ def gitlab_member(org: Org, event_name: str, uid: int, login: str) -> dict[str, 
 
 def test_member_added_reads_that_member_once_and_adds_them(gh: Org) -> None:
     gh.fake.add_member(gh.org_id, 5, "eve", "admin")  # the payload says member; GitHub decides
-    queued = Queued()
+    queued = ListEnqueuer()
     handled = deliver(gh, "organization", membership(gh, "member_added", 5, "eve"), queued)
     assert handled.status == deliveries.PROCESSED
     assert gh.roster() == {5: ("eve", "admin")}
@@ -140,7 +128,7 @@ def test_installation_deleted_while_github_is_unreachable_is_retried_not_applied
 
 def test_organization_renamed_follows_the_org_read_by_id_and_queues_a_full_sync(gh: Org) -> None:
     gh.fake.rename_org(gh.org_id, "acme-io")
-    queued = Queued()
+    queued = ListEnqueuer()
     payload = {"action": "renamed", "organization": {"id": gh.org_id, "login": "spoofed"},
                "installation": {"id": GH_INSTALLATION}, "changes": {"login": {"from": "acme"}}}
     handled = deliver(gh, "organization", payload, queued)

@@ -27,7 +27,8 @@ from sync.providers.base import (
     RosterPage,
     TokenOrg,
 )
-from tests.webhooks.conftest import World
+from tests.app_world import World
+from tests.fakes.provider import ListEnqueuer
 
 ORG_ID, LOGIN, INST = 38302899, "Octocoders", 1
 ALICE = (501, "alice")
@@ -301,16 +302,6 @@ def test_gitlab_member_event_for_a_subgroup_is_not_mirrored(world: World) -> Non
 
 
 # --------------------------------------------------------------------------- error paths
-
-
-class ListEnqueuer:
-    """An Enqueuer that remembers what it was asked to queue."""
-
-    def __init__(self) -> None:
-        self.full_syncs: list[tuple[str, str]] = []
-
-    def full_sync(self, workspace_id: str, trigger: str) -> None:
-        self.full_syncs.append((workspace_id, trigger))
 
 
 class FailingProvider:

@@ -7,10 +7,6 @@ here as an extra call.
 
 from __future__ import annotations
 
-import importlib.util
-import logging
-import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -20,6 +16,7 @@ import responses
 from responses import matchers
 
 from demo.fakes.gitlab_server import DEFAULT_TOKEN, FakeGitLab
+from demo.fakes.server import FakeProviderServer
 from sync.errors import (
     AuthBroken,
     InvalidUserToken,
@@ -108,12 +105,6 @@ def page_headers(
     if next_page is not None:
         headers["Link"] = f'<{MEMBERS}?page={next_page}&per_page={per_page}>; rel="next"'
     return headers
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 @pytest.fixture
@@ -522,48 +513,8 @@ def test_user_token_failure_of_the_provider_is_transient(
 # -- end to end against FakeGitLab over loopback ---------------------------------
 
 
-class _Server:
-    def __init__(self, fake: FakeGitLab, gitlab_url: str) -> None:
-        self.gitlab = fake
-        self.gitlab_url = gitlab_url
-
-
 @pytest.fixture
-def server() -> Iterator[_Server]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    if importlib.util.find_spec("demo.fakes.github_server") is not None:
-        from demo.fakes.server import FakeProviderServer
-
-        with FakeProviderServer() as shared:
-            yield _Server(shared.gitlab, shared.gitlab_url)
-        return
-    # The shared server also mounts the fake GitHub; until that exists, mount
-    # FakeGitLab alone at the same /gl prefix.
-    from werkzeug.middleware.dispatcher import DispatcherMiddleware
-    from werkzeug.serving import make_server
-    from werkzeug.wrappers import Response
-
-    fake = FakeGitLab()
-
-    def not_found(environ: dict[str, Any], start_response: Any) -> Any:
-        return Response('{"message": "Not Found"}', status=404, content_type="application/json")(
-            environ, start_response
-        )
-
-    httpd = make_server(
-        "127.0.0.1", 0, DispatcherMiddleware(not_found, {"/gl": fake.wsgi}), threaded=True
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield _Server(fake, f"http://127.0.0.1:{httpd.server_port}/gl")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-@pytest.fixture
-def fake(server: _Server) -> FakeGitLab:
+def fake(server: FakeProviderServer) -> FakeGitLab:
     fake = server.gitlab
     fake.add_group(10, "acme", name="Acme Inc")
     fake.add_group(11, "platform", parent_id=10)
@@ -572,7 +523,7 @@ def fake(server: _Server) -> FakeGitLab:
 
 
 @pytest.fixture
-def live(server: _Server, fake: FakeGitLab) -> GitLabProvider:
+def live(server: FakeProviderServer, fake: FakeGitLab) -> GitLabProvider:
     return GitLabProvider(server.gitlab_url, DEFAULT_TOKEN)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ from models import store, users
 from models.config import Settings
 from models.migrate import upgrade
 from runtime.process import Runtime
+from tests.conftest import ORGSYNC
 from webhooks.app import create_app
 
-ORGSYNC = Path(sys.executable).with_name("orgsync")
 SERVICE = "cli-platform-service"
 
 

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-ORGSYNC = Path(sys.executable).with_name("orgsync")
+from tests.conftest import ORGSYNC
 
 
 @dataclass

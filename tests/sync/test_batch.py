@@ -1,11 +1,14 @@
-"""The work pipeline (SPEC section 7): the deliveries table holds the work,
-RQ only runs wake-ups of lanes.
+"""The work pipeline's batch processor (sync/batch.py; SPEC section 7): the
+deliveries table holds the work, RQ only runs wake-ups of lanes; a drain works
+through a lane's due deliveries under its lease.
 
 Drains run through real RQ workers (burst mode) over fakeredis and real
 Redis, on SQLite and PostgreSQL where it matters. Outcomes are what an
 operator sees: delivery statuses, attempts, due times, sync runs, rosters,
 and the requests the fake provider received. Time passing is simulated by
-moving due times and leases into the past, never by sleeping.
+moving due times and leases into the past, never by sleeping. The other parts
+of the pipeline: the sweep in tests/worker/test_jobs.py, wake-ups in
+tests/runtime/test_queues.py, a lane's burst budget in tests/models/test_lanes.py.
 """
 from __future__ import annotations
 
@@ -18,45 +21,12 @@ from sqlalchemy import select, update
 
 from models import deliveries, lanes
 from models.store import RunResult
-from models.tables import Delivery, SyncRun, WorkLane, utcnow
-from runtime import operations, queues
+from models.tables import Delivery, utcnow
+from runtime import operations
 from sync import batch
 from sync.context import build_sync_context
-from tests.worker.conftest import ORG_ID, Env
+from tests.worker_env import LANE, ORG_ID, Env, _roster, _statuses, _time_passes, _wake
 from worker import jobs
-
-LANE = f"github:{ORG_ID}"
-
-
-def _wake(env: Env) -> None:
-    queues.wake(env.redis, LANE, force=True)
-
-
-def _time_passes(env: Env) -> None:
-    """Every due time and lease of the lane is now in the past."""
-    past = utcnow() - timedelta(seconds=1)
-    with env.session() as s:
-        s.execute(update(Delivery).where(Delivery.org_key == LANE, Delivery.due_at.is_not(None))
-                  .values(due_at=past))
-        s.execute(update(Delivery).where(Delivery.org_key == LANE, Delivery.leased_until.is_not(None))
-                  .values(leased_until=past))
-        s.execute(update(WorkLane).where(WorkLane.lane == LANE, WorkLane.leased_until.is_not(None))
-                  .values(leased_until=past))
-        s.execute(update(WorkLane).where(WorkLane.lane == LANE, WorkLane.full_sync_due_at.is_not(None))
-                  .values(full_sync_due_at=past))
-
-
-def _roster(env: Env) -> dict[int, str]:
-    from models.tables import RosterEntry
-
-    with env.session() as s:
-        return {r.provider_user_id: r.role for r in s.scalars(
-            select(RosterEntry).where(RosterEntry.workspace_id == env.workspace_id))}
-
-
-def _statuses(env: Env, ids: list[str]) -> list[tuple[str, int]]:
-    return [(env.delivery(d)["status"], env.delivery(d)["attempts"]) for d in ids]
-
 
 # --------------------------------------------------------------------------- draining
 
@@ -130,26 +100,6 @@ def test_the_read_budget_holds_for_a_burst_cut_into_many_small_batches(
     assert single_reads <= listing_cost
     # Past the budget, each later hint costs at most one cheap listing.
     assert env.server.github.request_count <= single_reads + (len(uids) - single_reads) * 4 + 4
-
-
-def test_the_burst_counts_its_listings_and_a_quiet_lane_starts_over(env_all_db: Env) -> None:
-    env = env_all_db
-    env.add_org(members=3)
-    quiet = batch.BURST_QUIET
-    t0 = utcnow()
-    with env.session() as s:
-        lanes.acquire(s, LANE, "h", batch.LEASE)
-        lanes.spend_reads(s, LANE, 5, quiet=quiet, now=t0)
-        lanes.listed(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=2))
-        lanes.listed(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=4))
-        same = lanes.hint_budget(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=5))
-        later = lanes.hint_budget(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=4) + quiet * 2)
-        lanes.listed(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=4) + quiet * 2)
-        fresh = lanes.hint_budget(s, LANE, quiet=quiet, now=t0 + timedelta(seconds=5) + quiet * 2)
-    # Two listings in one burst; its single reads are not refilled by them.
-    assert (same.reads, same.listings) == (5, 2)
-    assert (later.reads, later.listings) == (0, 0)
-    assert (fresh.reads, fresh.listings) == (0, 1)
 
 
 @pytest.mark.parametrize("listings, waits", [(0, 30), (1, 60), (2, 120), (3, 240), (4, 480), (9, 480)])
@@ -284,29 +234,6 @@ def test_a_killed_workers_batch_is_claimed_again_after_its_lease(env_all_db: Env
     assert 9 in _roster(env)
 
 
-def test_redis_flushed_mid_run_loses_nothing(env_all_db: Env) -> None:
-    """Wake-ups queued, then Redis loses everything (a flush, a restart
-    without persistence): the jobs and the wake flags are gone, the
-    deliveries are not. The sweep wakes the lane from what the database says
-    is due, and each delivery is applied once."""
-    env = env_all_db
-    env.add_org(members=3)
-    for uid in (21, 22):
-        env.server.github.add_member(ORG_ID, uid, f"user{uid}", "member")
-    ids = [env.record_member_event(21)]
-    assert queues.wake(env.redis, LANE) is not None  # a drain job is queued, the flag set
-    ids.append(env.record_member_event(22))
-    assert queues.wake(env.redis, LANE) is None  # already pending: nothing more queued
-    env.redis.flushdb()
-    env.drain()  # nothing left in Redis to run
-    assert _statuses(env, ids) == [("received", 0)] * 2
-    assert jobs.sweep()["woken"] == 1
-    env.drain()
-    assert _statuses(env, ids) == [("processed", 1)] * 2
-    assert {21, 22} <= set(_roster(env))
-    assert jobs.sweep()["woken"] == 0  # nothing due any more
-
-
 def test_a_drain_that_finds_the_lane_held_leaves_it_to_the_holder(env: Env) -> None:
     env.add_org(members=3)
     with env.session() as s:
@@ -378,31 +305,6 @@ def test_resync_requests_coalesce_and_a_trigger_during_a_sync_gets_one_more(env:
         batch.orgs.full_sync = real  # type: ignore[assignment]
     assert calls == ["operator", "late"]
     assert [r.forced for r in env.runs("full")] == [True, False]
-
-
-def test_the_sweep_closes_sync_runs_lost_with_their_worker(env: Env) -> None:
-    env.add_org(members=3)
-    with env.session() as s:
-        s.add(SyncRun(workspace_id=env.workspace_id, kind="full", trigger="t", result="running",
-                      started_at=utcnow() - timedelta(hours=1)))
-    assert jobs.sweep()["lost_runs"] == 1
-    assert env.runs("full")[0].result == "lost"
-
-
-def test_a_delivery_arriving_as_a_drain_stops_rings_the_bell_again(env: Env) -> None:
-    env.add_org(members=3)
-    env.server.github.add_member(ORG_ID, 60, "user60", "member")
-    env.server.github.add_member(ORG_ID, 61, "user61", "member")
-    first = env.record_member_event(60)
-    _wake(env)
-    env.drain()
-    # The drain cleared the lane's flag: the next delivery's wake-up is queued.
-    assert queues.pending_wake(env.redis, LANE) is None
-    second = env.record_member_event(61)
-    assert queues.wake(env.redis, LANE) is not None
-    assert queues.wake(env.redis, LANE) is None  # pending: one round trip, nothing queued
-    env.drain()
-    assert _statuses(env, [first, second]) == [("processed", 1), ("processed", 1)]
 
 
 def test_a_burst_of_removals_costs_one_listing_and_no_second_check(

@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (pytest fixtures imported from test_full_sync are parameters here)
+# ruff: noqa: F811  (pytest fixtures imported from test_orgs are parameters here)
 """A member missing from a listing is re-checked before removal.
 
 Both providers paginate member lists by offset; a member can fall between two
@@ -18,7 +18,7 @@ from sync import orgs
 from sync.errors import TransientProviderError
 from sync.orgs import full_sync
 from sync.providers.base import PageCache, Provider, ProviderOrg, RosterPage
-from tests.sync.test_full_sync import Org, ctx, no_sleep, org  # noqa: F401
+from tests.sync.test_orgs import Org, ctx, no_sleep, org  # noqa: F401
 
 
 class ListingDropsMembers:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from models import store
 from models.tables import SyncRun
-from tests.worker.conftest import Env
+from tests.worker_env import Env
 from worker import jobs
 
 

@@ -1,43 +1,22 @@
-"""GET /metrics: a scrape's database cost does not grow with the tables,
-the figures are shared by the fleet, and ORGSYNC_METRICS_TOKEN protects it."""
+"""GET /metrics (webhooks/observability.py): a scrape's database cost does not
+grow with the tables, the figures are shared by the fleet and computed from
+shared state (still answered with Redis down), and ORGSYNC_METRICS_TOKEN
+protects it."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
+from models import deliveries
 from models.tables import Delivery, SyncRun
-from tests.webhooks.conftest import MakeWorld, World
+from runtime import queues
+from tests.app_world import MakeWorld, World
+from tests.webhooks.conftest import Clock, statements
 from webhooks.app import create_app
 from webhooks.observability import CLOCK_EXTENSION, METRICS_REFRESH_SECONDS
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@contextmanager
-def statements(world: World) -> Iterator[list[str]]:
-    """Every SQL statement the app's engine runs inside the block."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        seen.append(sql)
-
-    event.listen(world.runtime.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(world.runtime.engine, "before_cursor_execute", record)
 
 
 def _grow(world: World, workspace_id: str, rows: int) -> None:
@@ -59,7 +38,7 @@ def _scrape(world: World, **headers: str) -> str:
 
 @pytest.fixture
 def clocked(world: World) -> tuple[World, Clock, str]:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     world.app.extensions[CLOCK_EXTENSION] = clock
     return world, clock, world.github_workspace(1, "acme")
 
@@ -114,7 +93,7 @@ def test_without_redis_each_process_still_refreshes_at_most_once_per_interval(
     make_world: MakeWorld, down_fake_redis: Any
 ) -> None:
     world = make_world(redis=down_fake_redis)
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     world.app.extensions[CLOCK_EXTENSION] = clock
     with statements(world) as seen:
         text = _scrape(world)
@@ -151,3 +130,36 @@ def test_metrics_token(make_world: MakeWorld, case: str, headers: dict[str, str]
 
 def test_metrics_are_open_when_no_token_is_configured(world: World) -> None:
     assert world.client.get("/metrics").status_code == 200
+
+
+# --------------------------------------------------------------------------- shared state
+
+
+def test_metrics_are_computed_from_shared_state(api: World, acme: dict[str, Any]) -> None:
+    now = datetime.now(UTC)
+    with api.session() as s:
+        s.add(SyncRun(workspace_id=acme["ws"], kind="full", trigger="t", result="ok",
+                      started_at=now - timedelta(seconds=3), finished_at=now, api_calls=7))
+        deliveries.record_delivery(s, "m1", "github", "organization", "member_added", "{}", "0" * 64, None,
+                                   status="processed")
+    queues.wake(api.redis, "github:9001", queue="sync")
+    resp = api.client.get("/metrics")
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    # Exactly Prometheus' exposition type, with its charset named once.
+    content_type = resp.headers["Content-Type"]
+    assert content_type.startswith("text/plain; version=") and content_type.count("charset=") == 1, content_type
+    text = resp.get_data(as_text=True)
+    assert 'orgsync_deliveries{event="organization",outcome="processed",provider="github"} 1.0' in text
+    assert 'orgsync_sync_runs_total{kind="full",result="ok"} 1.0' in text
+    assert 'orgsync_provider_api_calls_total{kind="full"} 7.0' in text
+    assert 'orgsync_queue_jobs{queue="sync",state="queued"} 1.0' in text
+    assert 'orgsync_sync_duration_seconds_bucket{kind="full",le="5"} 1.0' in text
+    assert 'orgsync_sync_duration_seconds_bucket{kind="full",le="1"} 0.0' in text
+    assert 'orgsync_scrape_source_up{source="database"} 1.0' in text
+
+
+def test_metrics_still_answer_when_redis_is_down(make_world: MakeWorld, down_fake_redis: Any) -> None:
+    world = make_world(redis=down_fake_redis)
+    text = world.client.get("/metrics").get_data(as_text=True)
+    assert 'orgsync_scrape_source_up{source="redis"} 0.0' in text
+    assert 'orgsync_scrape_source_up{source="database"} 1.0' in text

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,10 @@ import pytest
 
 from models.config import load_settings
 from runtime.process import Runtime
-from tests.worker.conftest import ADMIN_TOKEN, SERVICE_TOKEN
-from tests.worker.test_cli_ops import _record, cli_env, seeded  # noqa: F401 - fixtures
+from tests.conftest import ORGSYNC
+from tests.worker.cli.conftest import _record
+from tests.worker_env import ADMIN_TOKEN, SERVICE_TOKEN
 from webhooks.app import create_app
-
-ORGSYNC = Path(sys.executable).with_name("orgsync")
 
 # (CLI arguments, API path, token kind); the status read is compared without
 # "queues": without REDIS_URL the queues live inside `orgsync dev`, so the CLI
@@ -48,7 +46,7 @@ def api_body(env: dict[str, str], path: str, kind: str) -> Any:
 
 
 @pytest.mark.parametrize(("args", "path", "kind"), READS, ids=[" ".join(r[0]) for r in READS])
-def test_cli_json_is_the_api_body(cli_env: dict[str, str], seeded: dict[str, str],  # noqa: F811
+def test_cli_json_is_the_api_body(cli_env: dict[str, str], seeded: dict[str, str],
                                   args: list[str], path: str, kind: str, tmp_path: Path) -> None:
     _record(cli_env, "d-failed", 3, "failed")
     _record(cli_env, "d-new", 2, "received")
@@ -66,7 +64,7 @@ def test_cli_json_is_the_api_body(cli_env: dict[str, str], seeded: dict[str, str
     assert printed  # an empty answer on both sides would prove nothing
 
 
-def test_listings_have_headers(cli_env: dict[str, str], seeded: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+def test_listings_have_headers(cli_env: dict[str, str], seeded: dict[str, str], tmp_path: Path) -> None:
     _record(cli_env, "d-new", 2, "received")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ORGSYNC_", "GITHUB_", "GITLAB_"))},
            **{k: v for k, v in cli_env.items() if v}}

@@ -1,7 +1,11 @@
-"""Worker fixtures: a Runtime over a fresh database (SQLite; PostgreSQL where a
+"""The worker's Env: a Runtime over a fresh database (SQLite; PostgreSQL where a
 test asks for ``engine``) and fakeredis or real Redis, the fake provider
 server with one GitHub org installed, and helpers to record deliveries and
-drain the queues with real RQ workers in burst mode."""
+drain the queues with real RQ workers in burst mode.
+
+A plugin of tests/conftest.py: ``env``, ``real_env`` and ``env_all_db`` serve
+every test package (the pipeline's parts live in sync/, runtime/, models/ and
+worker/)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,12 +13,14 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis as redis_lib
 from rq import SimpleWorker
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from demo.fakes.gitlab_server import DEFAULT_TOKEN
@@ -22,6 +28,8 @@ from demo.fakes.server import FakeProviderServer
 from models import deliveries, store
 from models.base import make_engine
 from models.config import Settings
+from models.tables import Delivery, WorkLane, utcnow
+from runtime import queues
 from runtime.process import Runtime, set_runtime
 from runtime.queues import all_queues
 from tests.conftest import _create_all
@@ -157,3 +165,39 @@ def other_connection(conn: redis_lib.Redis) -> redis_lib.Redis:
     if isinstance(conn, fakeredis.FakeRedis):
         return fakeredis.FakeRedis(server=conn.connection_pool.connection_kwargs["server"])
     return redis_lib.Redis(connection_pool=redis_lib.ConnectionPool(**conn.connection_pool.connection_kwargs))
+
+
+# --------------------------------------------------------------------------- the pipeline's lane
+# The one org's lane, and readers of its state, for the tests of the pipeline's
+# parts (sync/batch.py, worker/jobs.py, runtime/queues.py, models/lanes.py).
+LANE = f"github:{ORG_ID}"
+
+
+def _wake(env: Env) -> None:
+    queues.wake(env.redis, LANE, force=True)
+
+
+def _time_passes(env: Env) -> None:
+    """Every due time and lease of the lane is now in the past."""
+    past = utcnow() - timedelta(seconds=1)
+    with env.session() as s:
+        s.execute(update(Delivery).where(Delivery.org_key == LANE, Delivery.due_at.is_not(None))
+                  .values(due_at=past))
+        s.execute(update(Delivery).where(Delivery.org_key == LANE, Delivery.leased_until.is_not(None))
+                  .values(leased_until=past))
+        s.execute(update(WorkLane).where(WorkLane.lane == LANE, WorkLane.leased_until.is_not(None))
+                  .values(leased_until=past))
+        s.execute(update(WorkLane).where(WorkLane.lane == LANE, WorkLane.full_sync_due_at.is_not(None))
+                  .values(full_sync_due_at=past))
+
+
+def _roster(env: Env) -> dict[int, str]:
+    from models.tables import RosterEntry
+
+    with env.session() as s:
+        return {r.provider_user_id: r.role for r in s.scalars(
+            select(RosterEntry).where(RosterEntry.workspace_id == env.workspace_id))}
+
+
+def _statuses(env: Env, ids: list[str]) -> list[tuple[str, int]]:
+    return [(env.delivery(d)["status"], env.delivery(d)["attempts"]) for d in ids]

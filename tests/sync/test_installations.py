@@ -18,7 +18,7 @@ from models import store
 from models.tables import Activity, Workspace
 from sync.errors import TransientProviderError
 from sync.installations import LOGIN_DISCOVERY_EVERY
-from tests.webhooks.conftest import MakeWorld, World
+from tests.app_world import MakeWorld, World
 from worker import jobs
 
 ORG_ID, LOGIN, LIVE, OLD = 90001, "acme", 501, 400

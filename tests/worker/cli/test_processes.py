@@ -3,22 +3,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-ORGSYNC = Path(sys.executable).with_name("orgsync")
+import pytest
+from click.testing import CliRunner
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import ORGSYNC, free_port
+from worker.cli import main
 
 
 def _get(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -30,7 +26,7 @@ def _get(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
 
 
 def test_dev_serves_health_and_ready_on_embedded_default(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     proc = subprocess.Popen(
         [str(ORGSYNC), "dev", "--port", str(port)], cwd=tmp_path, env=env,
@@ -89,7 +85,7 @@ def test_dev_retries_a_failed_membership_read_with_no_redis_anywhere(tmp_path: P
     with session_scope(sessions) as s:
         store.create_provider_workspace(s, "github", 9001, "acme", actor="test", installation_id=77)
     server.github.fail("/memberships/", 502, times=1)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "ORGSYNC_", "GITHUB_"))}
     env.update(DATABASE_URL=db_url, GITHUB_API_URL=server.github_api_url, GITHUB_APP_ID="4242",
                GITHUB_APP_PRIVATE_KEY=app_key, GITHUB_WEBHOOK_SECRET="s3cret")
@@ -132,3 +128,30 @@ def test_dev_retries_a_failed_membership_read_with_no_redis_anywhere(tmp_path: P
         proc.terminate()
         proc.communicate(timeout=20)
         engine.dispose()
+
+
+@pytest.mark.redis
+def test_worker_does_not_exit_zero_when_rqs_loop_ends_on_its_own(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ's work() returns, without raising, on a Redis timeout; a worker that
+    then exited 0 would look like a clean stop to a restart-on-failure
+    supervisor. It works again; only a requested stop ends it."""
+    from rq import SimpleWorker
+
+    from tests.conftest import need_redis
+
+    url = need_redis()
+    calls: list[int] = []
+
+    def work(self: SimpleWorker, burst: bool = False, **kwargs: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 2:
+            self._stop_requested = True  # a SIGTERM's warm shutdown
+        return False
+
+    monkeypatch.setattr(SimpleWorker, "work", work)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    result = CliRunner().invoke(main, ["worker"], env={**cli_env, "REDIS_URL": url})
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -34,6 +33,8 @@ from sync.errors import (
 )
 from sync.providers.base import CachedPage, Provider, ProviderMember, ProviderOrg, RosterPage
 from sync.providers.github import GitHubProvider
+from tests.conftest import CORPUS as SHARED_CORPUS
+from tests.fakes.provider import DictCache
 
 API = "https://api.github.com"
 # PyGithub sends every request to an explicit :443, so that is what the
@@ -42,23 +43,10 @@ WIRE = "https://api.github.com:443"
 APP_ID = "4242"
 INSTALLATION = 77
 ORG = ProviderOrg(provider="github", org_id=9001, login="acme", installation_id=INSTALLATION)
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "api"
+CORPUS = SHARED_CORPUS / "api"
 
 
 # --------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def gh_app_key() -> tuple[str, str]:
-    """(private PEM, public PEM) of a throwaway GitHub App key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    return private, public
 
 
 @pytest.fixture
@@ -78,19 +66,8 @@ def gh_http(gh_no_sleep: None) -> Iterator[responses.RequestsMock]:
 
 
 @pytest.fixture
-def gh_provider(gh_app_key: tuple[str, str]) -> GitHubProvider:
-    return GitHubProvider(API, APP_ID, gh_app_key[0], installation_id=INSTALLATION)
-
-
-class DictPageCache:
-    def __init__(self) -> None:
-        self.pages: dict[str, CachedPage] = {}
-
-    def get(self, url: str) -> CachedPage | None:
-        return self.pages.get(url)
-
-    def put(self, url: str, page: CachedPage) -> None:
-        self.pages[url] = page
+def gh_provider(app_key_pair: tuple[str, str]) -> GitHubProvider:
+    return GitHubProvider(API, APP_ID, app_key_pair[0], installation_id=INSTALLATION)
 
 
 def token_exchange(rsps: responses.RequestsMock, status: int = 201, token: str = "ghs_test") -> None:
@@ -141,7 +118,7 @@ def test_is_a_provider(gh_provider: GitHubProvider) -> None:
 
 
 def test_roster_pages_follow_link_and_map_roles(
-    gh_http: responses.RequestsMock, gh_provider: GitHubProvider, gh_app_key: tuple[str, str]
+    gh_http: responses.RequestsMock, gh_provider: GitHubProvider, app_key_pair: tuple[str, str]
 ) -> None:
     token_exchange(gh_http)
     gh_http.get(members_url("admin"), json=users(1, 2), headers={"ETag": 'W/"a1"'})
@@ -168,7 +145,7 @@ def test_roster_pages_follow_link_and_map_roles(
     assert json.loads(body) == {"permissions": {"members": "read"}}
     scheme, _, app_jwt = str(exchange.headers["Authorization"]).partition(" ")
     assert scheme == "Bearer"
-    claims = jwt.decode(app_jwt, gh_app_key[1], algorithms=["RS256"])
+    claims = jwt.decode(app_jwt, app_key_pair[1], algorithms=["RS256"])
     assert claims["iss"] == APP_ID
     for call in gh_http.calls[1:]:
         assert call.request.headers["Authorization"] == "token ghs_test"
@@ -178,7 +155,7 @@ def test_roster_pages_follow_link_and_map_roles(
 def test_roster_conditional_requests_use_and_fill_the_cache(
     gh_http: responses.RequestsMock, gh_provider: GitHubProvider
 ) -> None:
-    cache = DictPageCache()
+    cache = DictCache[CachedPage]()
     admin_key = f"{API}/orgs/acme/members?per_page=100&role=admin"
     member_key = f"{API}/orgs/acme/members?per_page=100&role=member"
     cached_admins = [ProviderMember(1, "u1", "admin", "admin")]
@@ -203,11 +180,11 @@ def test_roster_conditional_requests_use_and_fill_the_cache(
 
 
 def test_roster_304_without_link_continues_after_a_full_cached_page(
-    gh_http: responses.RequestsMock, gh_app_key: tuple[str, str]
+    gh_http: responses.RequestsMock, app_key_pair: tuple[str, str]
 ) -> None:
     """GitHub need not repeat Link on a 304: a full cached page means 'ask for the next'."""
-    provider = GitHubProvider(API, APP_ID, gh_app_key[0], installation_id=INSTALLATION, per_page=2)
-    cache = DictPageCache()
+    provider = GitHubProvider(API, APP_ID, app_key_pair[0], installation_id=INSTALLATION, per_page=2)
+    cache = DictCache[CachedPage]()
     first = f"{API}/orgs/acme/members?per_page=2&role=admin"
     cache.put(first, CachedPage('"p1"', [ProviderMember(1, "a", "admin"), ProviderMember(2, "b", "admin")]))
     token_exchange(gh_http)
@@ -255,8 +232,8 @@ def test_roster_refuses_a_link_to_another_host(
     assert len(gh_http.calls) == 2
 
 
-def test_roster_without_installation_is_auth_broken(gh_app_key: tuple[str, str]) -> None:
-    provider = GitHubProvider(API, APP_ID, gh_app_key[0])
+def test_roster_without_installation_is_auth_broken(app_key_pair: tuple[str, str]) -> None:
+    provider = GitHubProvider(API, APP_ID, app_key_pair[0])
     with pytest.raises(AuthBroken):
         next(provider.iter_roster(ProviderOrg("github", 1, "acme")))
     assert provider.api_calls == 0
@@ -577,8 +554,8 @@ def test_rejected_user_token(gh_http: responses.RequestsMock, gh_provider: GitHu
 
 
 @pytest.fixture
-def gh_fake(gh_app_key: tuple[str, str]) -> FakeGitHub:
-    fake = FakeGitHub(app_id=APP_ID, app_public_key=gh_app_key[1])
+def gh_fake(app_key_pair: tuple[str, str]) -> FakeGitHub:
+    fake = FakeGitHub(app_id=APP_ID, app_public_key=app_key_pair[1])
     fake.add_org(9001, "acme", installation_id=INSTALLATION, name="Acme Inc")
     fake.add_members(9001, ((i, f"admin{i}", "admin") for i in range(1, 11)))
     fake.add_members(9001, ((i, f"user{i}", "member") for i in range(100, 340)))
@@ -631,8 +608,8 @@ def gh_server_url(gh_fake: FakeGitHub, gh_switch: tuple[_SwitchableGitHub, str])
 
 
 @pytest.fixture
-def gh_live(gh_server_url: str, gh_app_key: tuple[str, str]) -> GitHubProvider:
-    return GitHubProvider(gh_server_url, APP_ID, gh_app_key[0], installation_id=INSTALLATION)
+def gh_live(gh_server_url: str, app_key_pair: tuple[str, str]) -> GitHubProvider:
+    return GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=INSTALLATION)
 
 
 def roster_of(pages: list[RosterPage]) -> dict[int, ProviderMember]:
@@ -642,7 +619,7 @@ def roster_of(pages: list[RosterPage]) -> dict[int, ProviderMember]:
 def test_e2e_roster_costs_one_request_per_page_then_all_304(
     gh_live: GitHubProvider, gh_fake: FakeGitHub
 ) -> None:
-    cache = DictPageCache()
+    cache = DictCache[CachedPage]()
     pages = list(gh_live.iter_roster(ORG, cache))
 
     roster = roster_of(pages)
@@ -665,7 +642,7 @@ def test_e2e_roster_costs_one_request_per_page_then_all_304(
 
 
 def test_e2e_a_change_refetches_only_the_changed_page(gh_live: GitHubProvider, gh_fake: FakeGitHub) -> None:
-    cache = DictPageCache()
+    cache = DictCache[CachedPage]()
     list(gh_live.iter_roster(ORG, cache))
     gh_fake.add_member(9001, 999, "newcomer")  # sorts last: only the last member page changes
 
@@ -716,13 +693,13 @@ def test_e2e_members_and_renames(gh_live: GitHubProvider, gh_fake: FakeGitHub) -
 
 
 def test_e2e_revoked_installation_is_auth_broken(
-    gh_live: GitHubProvider, gh_fake: FakeGitHub, gh_server_url: str, gh_app_key: tuple[str, str]
+    gh_live: GitHubProvider, gh_fake: FakeGitHub, gh_server_url: str, app_key_pair: tuple[str, str]
 ) -> None:
     gh_live.get_org(9001)
     gh_fake.revoke_installation(INSTALLATION)
     with pytest.raises(AuthBroken):
         gh_live.get_org(9001)  # the held token now 401s, and the re-exchange 404s
-    fresh = GitHubProvider(gh_server_url, APP_ID, gh_app_key[0], installation_id=INSTALLATION)
+    fresh = GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=INSTALLATION)
     with pytest.raises(AuthBroken):
         list(fresh.iter_roster(ORG))
 
@@ -755,11 +732,11 @@ def test_e2e_user_token(gh_live: GitHubProvider, gh_fake: FakeGitHub) -> None:
 
 
 def test_e2e_large_org_paginates_without_loading_everything(
-    gh_server_url: str, gh_fake: FakeGitHub, gh_app_key: tuple[str, str]
+    gh_server_url: str, gh_fake: FakeGitHub, app_key_pair: tuple[str, str]
 ) -> None:
     gh_fake.add_org(7, "big", installation_id=8)
     gh_fake.add_members(7, ((i, f"m{i}", "member") for i in range(1, 1001)))
-    provider = GitHubProvider(gh_server_url, APP_ID, gh_app_key[0], installation_id=8)
+    provider = GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=8)
     big = ProviderOrg("github", 7, "big", installation_id=8)
     total = sum(len(p.members) for p in provider.iter_roster(big))
     assert total == 1000
@@ -783,7 +760,7 @@ def test_e2e_large_org_paginates_without_loading_everything(
     ],
 )
 def test_fake_answers_have_the_corpus_field_names(
-    gh_fake: FakeGitHub, gh_app_key: tuple[str, str], corpus_file: str, path: str, auth: str
+    gh_fake: FakeGitHub, app_key_pair: tuple[str, str], corpus_file: str, path: str, auth: str
 ) -> None:
     source = CORPUS / corpus_file
     if not source.is_file():
@@ -797,11 +774,11 @@ def test_fake_answers_have_the_corpus_field_names(
     if auth == "installation":
         minted = client.post(
             f"/app/installations/{INSTALLATION}/access_tokens",
-            headers={"Authorization": f"Bearer {jwt.encode(app_claims(), gh_app_key[0], 'RS256')}"},
+            headers={"Authorization": f"Bearer {jwt.encode(app_claims(), app_key_pair[0], 'RS256')}"},
         )
         header = f"token {minted.get_json()['token']}"
     elif auth == "jwt":
-        header = f"Bearer {jwt.encode(app_claims(), gh_app_key[0], 'RS256')}"
+        header = f"Bearer {jwt.encode(app_claims(), app_key_pair[0], 'RS256')}"
     else:
         header = "token gho_shape"
     answer = client.get(path, headers={"Authorization": header})
@@ -895,7 +872,7 @@ def test_list_installations_pages_and_revalidates(
 
 
 def test_e2e_the_app_jwt_is_signed_once_for_many_installations(
-    gh_server_url: str, gh_fake: FakeGitHub, gh_app_key: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    gh_server_url: str, gh_fake: FakeGitHub, app_key_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from github import Auth
 
@@ -912,13 +889,13 @@ def test_e2e_the_app_jwt_is_signed_once_for_many_installations(
     monkeypatch.setattr(Auth.AppAuth, "create_jwt", counting)
     for n in range(3):
         gh_fake.add_org(7000 + n, f"org{n}", installation_id=70 + n)
-        provider = GitHubProvider(gh_server_url, APP_ID, gh_app_key[0], installation_id=70 + n)
+        provider = GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=70 + n)
         assert provider.get_org(7000 + n).login == f"org{n}"
     assert len(signed) == 1  # three exchanges, one RSA signature
     assert gh_fake.count("/access_tokens", status=201) == 3
 
     monkeypatch.setattr(github_auth, "APP_JWT_REUSE", 0.0)  # the reuse window has passed
     gh_fake.add_org(7009, "org9", installation_id=79)
-    GitHubProvider(gh_server_url, APP_ID, gh_app_key[0], installation_id=79).get_org(7009)
-    GitHubProvider(gh_server_url, APP_ID, gh_app_key[0], installation_id=79)  # token cached: no exchange
+    GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=79).get_org(7009)
+    GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=79)  # token cached: no exchange
     assert len(signed) == 2

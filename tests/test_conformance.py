@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.app_world import World
 from tests.conftest import CORPUS, need_corpus
-from tests.webhooks.conftest import World
 
 OCTOCODERS = 38302899
 HACKTOCAT = 39652351

@@ -13,23 +13,22 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import fakeredis
 import pytest
-import redis as redis_lib
 import responses
 
 from demo.fakes.issuer import DROP, GITHUB_ISSUER, GITLAB_ISSUER, FakeIssuer, b64url
 from models import store
 from models.base import Base
-from models.config import ConfigError, Settings, load_settings
+from models.config import Settings
 from oidc.verifier import REPLAYS_COUNTER
 from runtime.process import Runtime
 from sync.errors import NotFound, TransientProviderError
 from sync.providers.base import ProviderOrg
+from tests.models.test_config import ENTERPRISE_SLUG_ISSUER, GHES_ISSUER, SELF_MANAGED_GITLAB
 from webhooks.app import create_app
 from webhooks.oidc_api import RESOLVER_EXTENSION
 
@@ -116,19 +115,6 @@ def _seed(runtime: Runtime) -> dict[str, str]:
             "octocat": personal.id,
             "nosub": nosub_personal.id,
         }
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    # Anything not registered raises ConnectionError: an unexpected fetch
-    # fails loudly, and it is counted in rsps.calls.
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def fake_redis() -> redis_lib.Redis:
-    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 
 def _make_world(tmp_path: Any, fake_redis: Any, rsps: responses.RequestsMock, **settings: Any) -> World:
@@ -585,10 +571,6 @@ def test_a_replay_flood_writes_one_change_feed_entry_and_counts_every_replay(wor
 
 # --------------------------------------------------------------------------- instances
 
-ENTERPRISE_SLUG_ISSUER = "https://token.actions.githubusercontent.com/acme-corp"
-GHES_ISSUER = "https://ghe.example.com/_services/token"
-SELF_MANAGED_GITLAB = "https://gitlab.example.com"
-
 # (settings that put two instances' issuers in one list, by hand; the issuer
 # of the synced instance; the other instance's issuer; provider)
 TWO_INSTANCES: list[tuple[str, dict[str, Any], str, str, str]] = [
@@ -632,47 +614,6 @@ def test_ids_of_another_instance_never_resolve(
     resp = world.post(good.mint(**same_owner))
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["workspace"]["id"] == world.ws[label]
-
-
-@pytest.mark.parametrize(
-    ("env", "variable"),
-    [
-        ({"OIDC_GITLAB_ISSUERS": f"{GITLAB_ISSUER},{SELF_MANAGED_GITLAB}"}, "OIDC_GITLAB_ISSUERS"),
-        ({"GITLAB_URL": SELF_MANAGED_GITLAB, "OIDC_GITLAB_ISSUERS": GITLAB_ISSUER}, "OIDC_GITLAB_ISSUERS"),
-        ({"OIDC_GITHUB_ISSUERS": f"{GITHUB_ISSUER},{GHES_ISSUER}"}, "OIDC_GITHUB_ISSUERS"),
-        ({"GITHUB_API_URL": "https://ghe.example.com/api/v3", "OIDC_GITHUB_ISSUERS": ENTERPRISE_SLUG_ISSUER},
-         "OIDC_GITHUB_ISSUERS"),
-        ({"GITHUB_API_URL": "https://ghe.example.com/api/v3",
-          "OIDC_GITHUB_ISSUERS": "https://other-ghe.example.com/_services/token"}, "OIDC_GITHUB_ISSUERS"),
-    ],
-    ids=["gitlab.com-and-self-managed", "self-managed-synced-gitlab.com-issuer", "github.com-and-ghes",
-         "ghes-synced-github.com-issuer", "other-ghes"],
-)
-def test_an_issuer_of_another_instance_is_refused_at_start(env: dict[str, str], variable: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load_settings(env)
-    assert caught.value.variable == variable
-    assert "\n" not in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("env", "github", "gitlab"),
-    [
-        ({}, (GITHUB_ISSUER,), (GITLAB_ISSUER,)),
-        ({"OIDC_GITHUB_ISSUERS": f"{GITHUB_ISSUER},{ENTERPRISE_SLUG_ISSUER}"},
-         (GITHUB_ISSUER, ENTERPRISE_SLUG_ISSUER), (GITLAB_ISSUER,)),
-        ({"GITHUB_API_URL": "https://ghe.example.com/api/v3", "GITLAB_URL": SELF_MANAGED_GITLAB},
-         (GHES_ISSUER,), (SELF_MANAGED_GITLAB,)),
-        # A plain-http instance (a local stand-in) issues nothing we accept.
-        ({"GITHUB_API_URL": "http://127.0.0.1:9", "GITLAB_URL": "http://127.0.0.1:9"}, (), ()),
-    ],
-    ids=["defaults", "enterprise-slug", "ghes-and-self-managed-defaults", "http-instances"],
-)
-def test_issuers_default_to_the_synced_instances(
-    env: dict[str, str], github: tuple[str, ...], gitlab: tuple[str, ...]
-) -> None:
-    settings = load_settings(env)
-    assert (settings.oidc_github_issuers, settings.oidc_gitlab_issuers) == (github, gitlab)
 
 
 # --------------------------------------------------------------------------- failures of ours

@@ -15,14 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from models.config import Settings
-from models.config_warnings import config_warnings
-from tests.worker.test_cli_ops import _record, cli_env, seeded  # noqa: F401 - fixtures
+from tests.conftest import ORGSYNC, ROOT
+from tests.worker.cli.conftest import _record
+from worker.cli import main
 
-ORGSYNC = Path(sys.executable).with_name("orgsync")
 GUNICORN = Path(sys.executable).with_name("gunicorn")
-ROOT = Path(__file__).resolve().parents[2]
 DOWN_DB = "postgresql+psycopg://nobody@127.0.0.1:1/orgsync"
 
 
@@ -124,7 +123,7 @@ def black_hole() -> Iterator[socket.socket]:
     sock.close()
 
 
-def test_ctrl_c_during_an_in_process_resync_is_one_line(cli_env: dict[str, str], seeded: dict[str, str],  # noqa: F811
+def test_ctrl_c_during_an_in_process_resync_is_one_line(cli_env: dict[str, str], seeded: dict[str, str],
                                                         black_hole: socket.socket, tmp_path: Path) -> None:
     port = black_hole.getsockname()[1]
     env = {**clean_env(), **{k: v for k, v in cli_env.items() if v},
@@ -145,7 +144,7 @@ def test_ctrl_c_during_an_in_process_resync_is_one_line(cli_env: dict[str, str],
     assert error_lines(err) == ["interrupted: stopped the work running in this process"], err
 
 
-def test_replay_that_fails_again_exits_nonzero(cli_env: dict[str, str], seeded: dict[str, str],  # noqa: F811
+def test_replay_that_fails_again_exits_nonzero(cli_env: dict[str, str], seeded: dict[str, str],
                                                tmp_path: Path) -> None:
     _record(cli_env, "d-again", 3, "failed")
     # The provider is gone: the replay cannot re-read the member.
@@ -157,27 +156,6 @@ def test_replay_that_fails_again_exits_nonzero(cli_env: dict[str, str], seeded: 
     listed = orgsync(["deliveries", "list", "--json"], env, tmp_path)
     [row] = json.loads(listed.stdout)["deliveries"]
     assert row["id"] == "d-again" and row["status"] != "processed"
-
-
-@pytest.mark.parametrize(("values", "expected"), [
-    ({}, ["no provider is configured"]),
-    ({"github_app_id": "1", "github_app_private_key": "k"}, ["GITHUB_WEBHOOK_SECRET is not set"]),
-    ({"github_app_id": "1", "github_webhook_secrets": ("s",)},
-     ["GITHUB_APP_PRIVATE_KEY is not set"]),
-    ({"github_webhook_secrets": ("s",)}, ["GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY are not"]),
-    ({"gitlab_token": "t"}, ["GITLAB_WEBHOOK_SECRET (or _SIGNING_SECRET) is not set"]),
-    ({"gitlab_webhook_secrets": ("s",)}, ["GITLAB_TOKEN is not"]),
-    ({"gitlab_token": "t", "gitlab_webhook_signing_secret": "whsec_abc"}, []),
-    ({"github_app_id": "1", "github_app_private_key": "k", "github_webhook_secrets": ("s",)}, []),
-    ({"github_app_id": "1", "github_app_private_key": "k", "github_webhook_secrets": ("s",),
-      "gitlab_token": "t", "gitlab_webhook_secrets": ("s",)}, []),
-], ids=["nothing", "gh-no-secret", "gh-no-key", "gh-secret-only", "gl-no-secret", "gl-no-token",
-        "gl-signing-only", "gh-complete", "both-complete"])
-def test_half_configured_providers_are_named(values: dict[str, object], expected: list[str]) -> None:
-    found = config_warnings(Settings(**values))  # type: ignore[arg-type]
-    assert len(found) == len(expected), found
-    for fragment, line in zip(expected, found, strict=True):
-        assert fragment in line
 
 
 def test_dev_warns_at_start_when_github_has_no_webhook_secret(tmp_path: Path, app_key: str) -> None:
@@ -199,7 +177,7 @@ def test_dev_warns_at_start_when_github_has_no_webhook_secret(tmp_path: Path, ap
 # Deep: it waits out the sync job's real retry schedule (about half a minute).
 @pytest.mark.deep
 def test_an_in_process_resync_that_keeps_failing_says_so_and_exits_nonzero(
-        cli_env: dict[str, str], seeded: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+        cli_env: dict[str, str], seeded: dict[str, str], tmp_path: Path) -> None:
     env = {**clean_env(), **{k: v for k, v in cli_env.items() if v}, "GITHUB_API_URL": "http://127.0.0.1:1"}
     proc = orgsync(["resync", "acme"], env, tmp_path, timeout=180)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
@@ -235,3 +213,24 @@ def test_the_web_process_warns_at_start_when_github_has_no_webhook_secret(tmp_pa
     warning = json.loads(seen[-1])
     assert warning["level"] == "warning" and warning["event"] == (
         "GitHub is half configured: GITHUB_WEBHOOK_SECRET is not set, so every GitHub webhook is refused (401)")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("workspaces", "transfer", "nope", "--to", "user2"), "no workspace 'nope'"),
+    (("workspaces", "transfer", "acme", "--to", "ghost"), "ghost"),
+    (("workspaces", "subscription", "acme"), "--plan NAME or --none"),
+    (("workspaces", "subscription", "acme", "--plan", "bad name"), "plan name"),
+    (("resync",), "--all"),
+    (("resync", "nope"), "no workspace 'nope'"),
+    (("deliveries", "replay", "missing"), "no delivery 'missing'"),
+    (("deliveries", "list", "--status", "weird"), "--status must be one of"),
+    (("worker",), "REDIS_URL"),
+    (("cron",), "REDIS_URL"),
+])
+def test_errors_are_one_line_and_a_nonzero_exit(cli_env: dict[str, str], seeded: dict[str, str],
+                                                args: tuple[str, ...], message: str) -> None:
+    result = CliRunner().invoke(main, list(args), env=cli_env)
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
