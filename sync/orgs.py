@@ -8,7 +8,7 @@ Shape of every sync:
 3. one transaction re-loads the stored roster under the workspace's row lock,
    plans, applies with bulk statements, and records the run.
 
-Failure rules (each covered by tests/sync/test_full_sync.py):
+Failure rules (each covered by tests/sync/test_orgs.py):
 - A listing that stops part way (5xx, timeout, rate limit, revoked token)
   applies NOTHING, neither removals nor the adds and role changes seen so
   far: the run records why and how many pages were read; the next sync
