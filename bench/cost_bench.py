@@ -49,7 +49,8 @@ def intake(n: int) -> None:
 
     url = fresh_schema(PG, "bench_cost_intake")
     redis.Redis.from_url(REDIS).flushdb()
-    os.environ.update(DATABASE_URL=url, REDIS_URL=REDIS, GITHUB_WEBHOOK_SECRET=SECRET, ORGSYNC_LOG_LEVEL="INFO")
+    os.environ.update(DATABASE_URL=url, REDIS_URL=REDIS, GITHUB_WEBHOOK_SECRET=SECRET)
+    level = os.environ.setdefault("ORGSYNC_LOG_LEVEL", "INFO")
     corpus = Path(ROOT).parent / "shared/corpus/github/organization.member_added.json"
     template: dict[str, Any] = json.loads(corpus.read_text()) if corpus.exists() else {
         "action": "member_added", "organization": {"id": 1, "login": "acme"},
@@ -57,9 +58,10 @@ def intake(n: int) -> None:
     body = json.dumps(template).encode()
     sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     client = create_app(runtime=Runtime(load_settings())).test_client()
-    # Production logs one line per delivery at INFO: rendered and written
-    # here too (to /dev/null), so the figure includes it.
-    configure_logging("INFO", stream=open(os.devnull, "w"), force=True)  # noqa: SIM115
+    # Production logs one line per delivery at INFO (the default): rendered
+    # and written here too (to /dev/null), so the figure includes it.
+    configure_logging(level, stream=open(os.devnull, "w"), force=True)  # noqa: SIM115
+    print(f"log level: {level} (ORGSYNC_LOG_LEVEL)")
 
     def post() -> None:
         resp = client.post("/webhooks/github", data=body, headers={
