@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -111,13 +112,28 @@ def reattribute_activity(session: Session, from_actor: str, to_actor: str) -> No
     session.execute(update(Activity).where(Activity.actor == from_actor).values(actor=to_actor))
 
 
-def activity_to_dict(a: Activity) -> dict[str, Any]:
-    return {
-        "seq": a.seq,
-        "at": as_utc(a.at).isoformat() if a.at else None,  # type: ignore[union-attr]
-        "workspace": a.workspace_id,
-        "actor": a.actor,
-        "action": a.action,
-        "subject": a.subject,
-        "details": a.details or {},
-    }
+@dataclass(frozen=True, slots=True)
+class ActivityView:
+    """An activity entry as the store returns it, detached from the session;
+    ``at`` is UTC-aware. The edges turn it into JSON (webhooks/serialize.py,
+    worker/cli/serialize.py)."""
+
+    seq: int
+    at: datetime | None
+    workspace_id: str | None
+    actor: str
+    action: str
+    subject: str | None
+    details: dict[str, Any]
+
+
+def activity_view(a: Activity) -> ActivityView:
+    return ActivityView(
+        seq=a.seq,
+        at=as_utc(a.at),
+        workspace_id=a.workspace_id,
+        actor=a.actor,
+        action=a.action,
+        subject=a.subject,
+        details=a.details or {},
+    )

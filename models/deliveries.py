@@ -389,29 +389,47 @@ def prune_processed(session: Session, older_than: timedelta) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def delivery_to_dict(d: Delivery, *, with_payload: bool = False) -> dict[str, Any]:
-    def iso(v: datetime | None) -> str | None:
-        v = as_utc(v)
-        return v.isoformat() if v else None
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """A delivery as the store returns it, detached from the session; times
+    are UTC-aware, ``due_at`` only while pending and ``leased_until`` only
+    while processing (None otherwise). The edges turn it into JSON
+    (webhooks/serialize.py, worker/cli/serialize.py)."""
 
-    out: dict[str, Any] = {
-        "id": d.id,
-        "provider": d.provider,
-        "event": d.event,
-        "action": d.action,
-        "status": d.status,
-        "org": d.org_key,
-        "attempts": d.attempts,
-        "job": d.job_id,
-        "error": d.error,
-        "due_at": iso(d.due_at) if d.status in PENDING else None,
-        "leased_until": iso(d.leased_until) if d.status == PROCESSING else None,
-        "outcome": d.outcome or {},
-        "received_at": iso(d.received_at),
-        "queued_at": iso(d.queued_at),
-        "started_at": iso(d.started_at),
-        "processed_at": iso(d.processed_at),
-    }
-    if with_payload:
-        out["payload"] = d.payload
-    return out
+    id: str
+    provider: str
+    event: str
+    action: str | None
+    status: str
+    org_key: str | None
+    attempts: int
+    job_id: str | None
+    error: str | None
+    due_at: datetime | None
+    leased_until: datetime | None
+    outcome: dict[str, Any]
+    received_at: datetime | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    processed_at: datetime | None
+
+
+def delivery_view(d: Delivery) -> DeliveryView:
+    return DeliveryView(
+        id=d.id,
+        provider=d.provider,
+        event=d.event,
+        action=d.action,
+        status=d.status,
+        org_key=d.org_key,
+        attempts=d.attempts,
+        job_id=d.job_id,
+        error=d.error,
+        due_at=as_utc(d.due_at) if d.status in PENDING else None,
+        leased_until=as_utc(d.leased_until) if d.status == PROCESSING else None,
+        outcome=d.outcome or {},
+        received_at=as_utc(d.received_at),
+        queued_at=as_utc(d.queued_at),
+        started_at=as_utc(d.started_at),
+        processed_at=as_utc(d.processed_at),
+    )

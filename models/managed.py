@@ -39,6 +39,7 @@ from models.platform_errors import (
     RequestNotFound,
 )
 from models.tables import Invitation, JoinRequest, Membership, User, Workspace, as_utc, utcnow
+from models.workspaces import UserRef, WorkspaceName
 
 GRANTABLE_ROLES = ("admin", "member", "billing")
 DEFAULT_EXPIRY = timedelta(days=7)
@@ -331,25 +332,57 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def invitation_to_dict(inv: Invitation, token: str | None = None) -> dict[str, Any]:
-    """The token is shown once, when the invitation is made; only its hash is kept."""
+@dataclass(frozen=True, slots=True)
+class InvitationView:
+    """An invitation as the store returns it; ``status`` is ``expired`` once an
+    active one is past its expiry, and ``token`` is set only when the
+    invitation is made (only its hash is kept). Times are UTC-aware."""
+
+    id: int
+    workspace_id: str
+    token: str | None
+    role: str
+    status: str
+    expires_at: datetime | None
+    created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequestView:
+    id: int
+    status: str
+    role: str
+    workspace: WorkspaceName
+    user: UserRef | None
+    created_at: datetime | None
+    decided_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    workspace: WorkspaceName
+    user: UserRef | None
+    role: str
+
+
+def invitation_view(inv: Invitation, token: str | None = None) -> InvitationView:
     status = inv.status
     if status == "active" and _expired(inv, utcnow()):
         status = "expired"
-    return {"id": inv.id, "workspace": inv.workspace_id, "token": token, "role": inv.role, "status": status,
-            "expires_at": _iso(inv.expires_at), "created_at": _iso(inv.created_at)}
+    return InvitationView(id=inv.id, workspace_id=inv.workspace_id, token=token, role=inv.role, status=status,
+                          expires_at=as_utc(inv.expires_at), created_at=as_utc(inv.created_at))
 
 
-def request_to_dict(session: Session, req: JoinRequest) -> dict[str, Any]:
+def join_request_view(session: Session, req: JoinRequest) -> JoinRequestView:
     ws = workspaces.get_workspace(session, req.workspace_id)
     user = session.get(User, req.user_id)
-    return {"id": req.id, "status": req.status, "role": req.role,
-            "workspace": {"id": ws.id, "name": ws.name},
-            "user": users.user_ref(user) if user else None,
-            "created_at": _iso(req.created_at), "decided_at": _iso(req.decided_at)}
+    return JoinRequestView(id=req.id, status=req.status, role=req.role,
+                           workspace=WorkspaceName(ws.id, ws.name),
+                           user=users.user_ref(user) if user else None,
+                           created_at=as_utc(req.created_at), decided_at=as_utc(req.decided_at))
 
 
-def member_to_dict(session: Session, ws: Workspace, m: Membership) -> dict[str, Any]:
+def member_view(session: Session, ws: Workspace, m: Membership) -> MemberView:
     user = session.get(User, m.user_id)
-    return {"workspace": {"id": ws.id, "name": ws.name}, "user": users.user_ref(user) if user else None,
-            "role": m.role}
+    return MemberView(workspace=WorkspaceName(ws.id, ws.name), user=users.user_ref(user) if user else None,
+                      role=m.role)

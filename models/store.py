@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from models.activity import (
     ActivityEntry,
+    ActivityView,
     activity_seqs,
-    activity_to_dict,
+    activity_view,
     latest_seq,
     list_activity,
     log_activities,
@@ -75,6 +76,7 @@ from models.users import (
 from models.workspaces import (
     PLAN_NAME,
     UserRef,
+    WorkspaceName,
     WorkspaceState,
     WorkspaceView,
     create_managed_workspace,
@@ -102,16 +104,18 @@ from models.workspaces import (
 __all__ = [
     "PLAN_NAME",
     "ActivityEntry",
+    "ActivityView",
     "MemberWorkspace",
     "RosterPages",
     "RunOutcome",
     "RunResult",
     "StoredMember",
     "UserRef",
+    "WorkspaceName",
     "WorkspaceState",
     "WorkspaceView",
     "activity_seqs",
-    "activity_to_dict",
+    "activity_view",
     "apply_roster_changes",
     "cached_roster_pages",
     "claim_unowned",

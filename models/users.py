@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, case, func, null, or_, select, union_all
@@ -25,6 +26,7 @@ from models.ownership import claim_pending_ownership
 from models.platform_errors import InvalidUsername, UsernameTaken
 from models.roster import relabel_member
 from models.tables import Identity, Membership, RosterEntry, User, Workspace
+from models.workspaces import UserRef, WorkspaceName
 
 PROVIDERS = ("github", "gitlab")
 # Usernames never contain ':' (so "github:12" is always a provider reference)
@@ -249,7 +251,7 @@ def role_of(session: Session, ws: Workspace, user: User) -> str | None:
     return _effective(user.id, row[2], row[3], row[5], row[6], row[7])
 
 
-def user_workspaces(session: Session, user: User) -> list[dict[str, Any]]:
+def user_workspaces(session: Session, user: User) -> tuple[UserWorkspace, ...]:
     """Every workspace the user can use, with kind, role, status and
     subscription, sorted by name (what `workspace ls` shows).
 
@@ -277,15 +279,14 @@ def user_workspaces(session: Session, user: User) -> list[dict[str, Any]]:
         else:
             seen[7] = seen[7] or row[7]
             seen[8] = seen[8] or row[8]
-    out = []
+    out: list[UserWorkspace] = []
     for ws_id, name, name_lower, kind, status, plan, owner_id, member_role, roster_role in sorted(
         merged.values(), key=lambda r: r[2]
     ):
         role = _effective(user.id, kind, status, owner_id, member_role, roster_role)
         if role is not None:
-            out.append({"id": ws_id, "name": name, "kind": kind, "role": role, "status": status,
-                        "subscription": plan})
-    return out
+            out.append(UserWorkspace(ws_id, name, kind, role, status, plan))
+    return tuple(out)
 
 
 def can_deploy(ws: Workspace, role: str | None) -> bool:
@@ -294,40 +295,92 @@ def can_deploy(ws: Workspace, role: str | None) -> bool:
 
 
 # --------------------------------------------------------------------------- views
+# What the platform API's user reads return, detached from the session; the
+# edges turn them into JSON (webhooks/serialize.py, worker/cli/serialize.py).
 
 
-def user_ref(user: User) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username}
+@dataclass(frozen=True, slots=True)
+class IdentityRef:
+    provider: str
+    provider_user_id: int
+    login: str | None
 
 
-def workspace_ref(ws: Workspace) -> dict[str, Any]:
-    return {"id": ws.id, "name": ws.name, "kind": ws.kind, "status": ws.status,
-            "subscription": ws.subscription_plan}
+@dataclass(frozen=True, slots=True)
+class UserView:
+    id: str
+    username: str
+    identities: tuple[IdentityRef, ...]  # sorted by provider
+    personal_workspace: WorkspaceName | None
 
 
-def user_to_dict(session: Session, user: User) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class UserWorkspace:
+    """A workspace the user can use, with their role in it."""
+
+    id: str
+    name: str
+    kind: str
+    role: str
+    status: str
+    subscription: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspacesOfUser:
+    user: UserRef
+    workspaces: tuple[UserWorkspace, ...]  # sorted by name
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceBrief:
+    id: str
+    name: str
+    kind: str
+    status: str
+    subscription: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessView:
+    """The access question's answer: the user's role and whether they may deploy."""
+
+    workspace: WorkspaceBrief
+    user: UserRef
+    role: str | None
+    can_deploy: bool
+
+
+def user_ref(user: User) -> UserRef:
+    return UserRef(user.id, user.username)
+
+
+def user_view(session: Session, user: User) -> UserView:
     personal = session.execute(
         select(Workspace.id, Workspace.name).where(Workspace.personal_user_id == user.id)
     ).one_or_none()
-    return {
-        "id": user.id,
-        "username": user.username,
-        "identities": [
-            {"provider": i.provider, "provider_user_id": i.provider_user_id, "login": i.login}
+    return UserView(
+        id=user.id,
+        username=user.username,
+        identities=tuple(
+            IdentityRef(i.provider, i.provider_user_id, i.login)
             for i in sorted(user.identities, key=lambda i: i.provider)
-        ],
-        "personal_workspace": {"id": personal[0], "name": personal[1]} if personal else None,
-    }
+        ),
+        personal_workspace=WorkspaceName(personal[0], personal[1]) if personal else None,
+    )
 
 
-def workspaces_body(session: Session, user: User) -> dict[str, Any]:
-    """GET /v1/users/<ref>/workspaces (also `orgsync users workspaces --json`)."""
-    return {"user": user_ref(user), "workspaces": user_workspaces(session, user)}
+def workspaces_of_user(session: Session, user: User) -> WorkspacesOfUser:
+    """GET /v1/users/<ref>/workspaces (also `orgsync users workspaces`)."""
+    return WorkspacesOfUser(user_ref(user), user_workspaces(session, user))
 
 
-def access_body(session: Session, ws: Workspace, user: User) -> dict[str, Any]:
+def access_view(session: Session, ws: Workspace, user: User) -> AccessView:
     """GET /v1/workspaces/<ref>/access/<user ref>."""
     role = role_of(session, ws, user)
-    return {"workspace": workspace_ref(ws), "user": user_ref(user), "role": role,
-            "can_deploy": can_deploy(ws, role)}
-
+    return AccessView(
+        workspace=WorkspaceBrief(ws.id, ws.name, ws.kind, ws.status, ws.subscription_plan),
+        user=user_ref(user),
+        role=role,
+        can_deploy=can_deploy(ws, role),
+    )

@@ -444,6 +444,15 @@ class UserRef:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkspaceName:
+    """A workspace named in another view (a request's, a member's, a user's
+    personal workspace): its id and name."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class WorkspaceView:
     """A workspace as use cases return it, detached from the session. The
     edges turn it into JSON (webhooks/serialize.py, worker/cli/serialize.py)."""

@@ -34,6 +34,7 @@ from runtime.process import Runtime, set_runtime
 from runtime.queues import all_queues
 from tests.conftest import _create_all
 from worker import jobs
+from worker.cli import serialize
 
 APP_ID = "4242"
 ORG_ID, INSTALLATION = 9001, 77
@@ -112,7 +113,7 @@ class Env:
 
     def delivery(self, delivery_id: str) -> dict[str, Any]:
         with self.session() as s:
-            return deliveries.delivery_to_dict(deliveries.get_delivery(s, delivery_id))
+            return serialize.delivery(deliveries.delivery_view(deliveries.get_delivery(s, delivery_id)))
 
     def runs(self, kind: str = "full") -> list[store.RunResult]:
         from sqlalchemy import select

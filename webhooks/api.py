@@ -93,7 +93,7 @@ def workspace_activity(ref: str) -> Any:
     limit = _int_param("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     with services().session() as s:
         ws = store.find_workspace(s, ref)
-        entries = [store.activity_to_dict(a)
+        entries = [serialize.activity(store.activity_view(a))
                    for a in store.list_activity(s, workspace_id=ws.id, after=after, limit=limit)]
     return jsonify({
         "workspace": ws.id,
@@ -109,7 +109,7 @@ def changes() -> Any:
     after = _int_param("after", 0, 0, MAX_SEQ)
     limit = _int_param("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     with services().session() as s:
-        entries = [store.activity_to_dict(a) for a in store.list_activity(s, after=after, limit=limit)]
+        entries = [serialize.activity(store.activity_view(a)) for a in store.list_activity(s, after=after, limit=limit)]
     return jsonify({"changes": entries, "next_after": entries[-1]["seq"] if entries else after})
 
 
@@ -155,7 +155,7 @@ def admin_deliveries() -> Any:
         raise ApiError(400, "invalid_parameter", "The provider parameter must be github or gitlab.")
     limit = _int_param("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     with services().session() as s:
-        items = [deliveries.delivery_to_dict(d)
+        items = [serialize.delivery(deliveries.delivery_view(d))
                  for d in deliveries.list_deliveries(s, status=status, provider=provider, limit=limit)]
     return jsonify({"deliveries": items})
 

@@ -88,23 +88,22 @@ def create_user() -> Any:
     if not isinstance(username, str) or not username.strip():
         raise ApiError(400, "invalid_request", 'The body needs "username".')
     with services().session() as s:
-        user = users.sign_up(s, username.strip())
-        data = users.user_to_dict(s, user)
-    return _reply(201, {"user": users.user_ref(user), "personal_workspace": data["personal_workspace"]})
+        view = users.user_view(s, users.sign_up(s, username.strip()))
+    return _reply(201, serialize.signed_up(view))
 
 
 @bp.get("/v1/users/<user>")
 @require_token("service")
 def get_user(user: str) -> Any:
     with _read() as s:
-        return jsonify(users.user_to_dict(s, _user(s, user)))
+        return jsonify(serialize.user(users.user_view(s, _user(s, user))))
 
 
 @bp.get("/v1/users/<user>/workspaces")
 @require_token("service")
 def user_workspaces(user: str) -> Any:
     with _read() as s:
-        return jsonify(users.workspaces_body(s, _user(s, user)))
+        return jsonify(serialize.workspaces_of_user(users.workspaces_of_user(s, _user(s, user))))
 
 
 @bp.get("/v1/workspaces/<ref>/access/<user>")
@@ -112,7 +111,7 @@ def user_workspaces(user: str) -> Any:
 def access(ref: str, user: str) -> Any:
     with _read() as s:
         ws = users.find_workspace(s, ref)
-        return jsonify(users.access_body(s, ws, _user(s, user)))
+        return jsonify(serialize.access(users.access_view(s, ws, _user(s, user))))
 
 
 # --------------------------------------------------------------------------- workspaces
@@ -163,7 +162,7 @@ def create_invitation(ref: str) -> Any:
         expires_in = managed.parse_expiry(body.get("expires_in"))
         ws = store.find_workspace(s, ref)
         inv, token = managed.create_invitation(s, ws, body.get("role", "member"), actor, expires_in)
-        return _reply(201, {"invitation": managed.invitation_to_dict(inv, token)})
+        return _reply(201, {"invitation": serialize.invitation(managed.invitation_view(inv, token))})
 
 
 @bp.get("/v1/workspaces/<ref>/invitations")
@@ -172,7 +171,8 @@ def list_invitations(ref: str) -> Any:
     with services().session() as s:
         ws = store.find_workspace(s, ref)
         return jsonify({"workspace": {"id": ws.id, "name": ws.name},
-                        "invitations": [managed.invitation_to_dict(i) for i in managed.list_invitations(s, ws)]})
+                        "invitations": [serialize.invitation(managed.invitation_view(i))
+                                        for i in managed.list_invitations(s, ws)]})
 
 
 @bp.delete("/v1/workspaces/<ref>/invitations/<invitation_id>")
@@ -189,7 +189,7 @@ def revoke_invitation(ref: str, invitation_id: str) -> Any:
 def request_to_join(token: str) -> Any:
     with services().session() as s:
         req, _new = managed.request_to_join(s, token, _acting_user(s))
-        return _reply(202, {"request": managed.request_to_dict(s, req)})
+        return _reply(202, {"request": serialize.join_request(managed.join_request_view(s, req))})
 
 
 @bp.get("/v1/workspaces/<ref>/requests")
@@ -198,14 +198,15 @@ def list_requests(ref: str) -> Any:
     with services().session() as s:
         ws = store.find_workspace(s, ref)
         return jsonify({"workspace": {"id": ws.id, "name": ws.name},
-                        "requests": [managed.request_to_dict(s, r) for r in managed.list_requests(s, ws)]})
+                        "requests": [serialize.join_request(managed.join_request_view(s, r))
+                                     for r in managed.list_requests(s, ws)]})
 
 
 def _decide(ref: str, request_id: str, approve: bool) -> Any:
     with services().session() as s:
         actor = managed.Actor(_acting_user(s))
         req = managed.decide_request(s, store.find_workspace(s, ref), request_id, approve, actor)
-        return jsonify({"request": managed.request_to_dict(s, req)})
+        return jsonify({"request": serialize.join_request(managed.join_request_view(s, req))})
 
 
 @bp.post("/v1/workspaces/<ref>/requests/<request_id>/approve")
@@ -233,7 +234,7 @@ def change_member(ref: str, user: str) -> Any:
             raise ApiError(400, "invalid_request", 'The body needs "role".')
         ws = store.find_workspace(s, ref)
         m = managed.change_role(s, ws, _user(s, user), body["role"], actor)
-        return jsonify({"member": managed.member_to_dict(s, ws, m)})
+        return jsonify({"member": serialize.member(managed.member_view(s, ws, m))})
 
 
 @bp.delete("/v1/workspaces/<ref>/members/<user>")

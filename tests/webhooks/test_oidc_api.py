@@ -29,6 +29,7 @@ from runtime.process import Runtime
 from sync.errors import NotFound, TransientProviderError
 from sync.providers.base import ProviderOrg
 from tests.models.test_config import ENTERPRISE_SLUG_ISSUER, GHES_ISSUER, SELF_MANAGED_GITLAB
+from webhooks import serialize
 from webhooks.app import create_app
 from webhooks.oidc_api import RESOLVER_EXTENSION
 
@@ -82,7 +83,7 @@ class World:
     def activity(self, label: str) -> list[dict[str, Any]]:
         with self.runtime.session() as session:
             rows = store.list_activity(session, workspace_id=self.ws[label], limit=1000)
-            return [store.activity_to_dict(a) for a in rows if a.action.startswith("oidc.")]
+            return [serialize.activity(store.activity_view(a)) for a in rows if a.action.startswith("oidc.")]
 
     def fetches(self) -> int:
         return len(self.rsps.calls)
@@ -689,7 +690,7 @@ def test_token_never_logged_nor_in_activity(world: World, caplog: pytest.LogCapt
         world.post(token)
 
     with world.runtime.session() as session:
-        entries = [store.activity_to_dict(a) for a in store.list_activity(session, limit=10_000)]
+        entries = [serialize.activity(store.activity_view(a)) for a in store.list_activity(session, limit=10_000)]
     dumped = json.dumps(entries)
     for token in (ok, refused, bad_aud, unknown, forged):
         signature = token.split(".")[2]

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import click
 
 from models import deliveries as dstore
+from models.deliveries import DeliveryView
 from runtime.operations import Replay, replay_delivery
 from sync.providers.signatures import github_headers, gitlab_headers
 from worker.cli.client import PostFailed, post
@@ -17,6 +18,7 @@ from worker.cli.context import CliContext, pass_ctx
 from worker.cli.errors import fail, store_call
 from worker.cli.inline import run_inline
 from worker.cli.output import emit, progress
+from worker.cli.serialize import iso
 
 
 @click.group("deliveries")
@@ -42,19 +44,19 @@ def deliveries_list(ctx: CliContext, failed: bool, status_: str | None, provider
         fail(f"--status must be one of: {', '.join(dstore.STATUSES)}")
     with ctx.runtime.session() as s:
         # Exactly GET /v1/admin/deliveries' body.
-        data = {"deliveries": [dstore.delivery_to_dict(d)
+        data = {"deliveries": [dstore.delivery_view(d)
                                for d in dstore.list_deliveries(s, status=status_, provider=provider, limit=limit)]}
 
-    def render(d_: dict[str, Any]) -> None:
+    def render(d_: dict[str, list[DeliveryView]]) -> None:
         if not d_["deliveries"]:
             click.echo("no deliveries")
             return
         click.echo(f"{'RECEIVED':<32} {'SOURCE':<6} {'STATUS':<10} {'EVENT':<36} ID")
         for d in d_["deliveries"]:
-            event = d["event"] + (f".{d['action']}" if d["action"] else "")
-            line = f"{d['received_at']:<32} {d['provider']:<6} {d['status']:<10} {event:<36} {d['id']}"
-            if d["error"]:
-                line += f"  error: {d['error']}"
+            event = d.event + (f".{d.action}" if d.action else "")
+            line = f"{iso(d.received_at)!s:<32} {d.provider:<6} {d.status:<10} {event:<36} {d.id}"
+            if d.error:
+                line += f"  error: {d.error}"
             click.echo(line)
 
     emit(data, as_json, render)

@@ -17,6 +17,7 @@ from models import managed, store, users
 from models.errors import StoreError
 from worker.cli.context import CliContext, pass_ctx
 from worker.cli.output import emit
+from worker.cli.serialize import iso
 
 T = TypeVar("T")
 
@@ -47,14 +48,14 @@ def users_group() -> None:
 @pass_ctx
 def users_show(obj: CliContext, user: str, as_json: bool) -> None:
     """Show a user (account id, username, github:<id> or gitlab:<id>)."""
-    data = _run(obj, lambda s: users.user_to_dict(s, users.resolve_user(s, user)))
+    data = _run(obj, lambda s: users.user_view(s, users.resolve_user(s, user)))
 
-    def render(d: dict[str, Any]) -> None:
-        click.echo(f"{d['id']}  {d['username']}")
-        personal = d["personal_workspace"]
-        click.echo(f"  personal workspace: {personal['name'] if personal else '-'}")
-        for i in d["identities"]:
-            click.echo(f"  {i['provider']}: {i['login']} (id {i['provider_user_id']})")
+    def render(d: users.UserView) -> None:
+        click.echo(f"{d.id}  {d.username}")
+        personal = d.personal_workspace
+        click.echo(f"  personal workspace: {personal.name if personal else '-'}")
+        for i in d.identities:
+            click.echo(f"  {i.provider}: {i.login} (id {i.provider_user_id})")
 
     emit(data, as_json, render)
 
@@ -65,14 +66,14 @@ def users_show(obj: CliContext, user: str, as_json: bool) -> None:
 @pass_ctx
 def users_workspaces(obj: CliContext, user: str, as_json: bool) -> None:
     """Every workspace a user can use, with their role (what `workspace ls` shows)."""
-    data = _run(obj, lambda s: users.workspaces_body(s, users.resolve_user(s, user)))
+    data = _run(obj, lambda s: users.workspaces_of_user(s, users.resolve_user(s, user)))
 
-    def render(d: dict[str, Any]) -> None:
-        if not d["workspaces"]:
-            click.echo(f"{d['user']['username']} can use no workspace")
-        for w in d["workspaces"]:
-            click.echo(f"{w['name']:<30} {w['kind']:<9} {w['role']:<8} {w['status']:<12} "
-                       f"subscription={w['subscription'] or '-'}")
+    def render(d: users.WorkspacesOfUser) -> None:
+        if not d.workspaces:
+            click.echo(f"{d.user.username} can use no workspace")
+        for w in d.workspaces:
+            click.echo(f"{w.name:<30} {w.kind:<9} {w.role:<8} {w.status:<12} "
+                       f"subscription={w.subscription or '-'}")
 
     emit(data, as_json, render)
 
@@ -128,17 +129,17 @@ def workspaces_delete(obj: CliContext, ref: str) -> None:
 @pass_ctx
 def workspaces_invite(obj: CliContext, ref: str, role: str, expires_in: int | None, as_json: bool) -> None:
     """Make an invitation link to a managed workspace; its token is shown only now."""
-    def act(s: Any) -> dict[str, Any]:
+    def act(s: Any) -> dict[str, managed.InvitationView]:
         ws = store.find_workspace(s, ref)
         inv, token = managed.create_invitation(s, ws, role, managed.OPERATOR, managed.parse_expiry(expires_in))
-        return {"invitation": managed.invitation_to_dict(inv, token)}
+        return {"invitation": managed.invitation_view(inv, token)}
 
     data = _run(obj, act)
 
-    def render(d: dict[str, Any]) -> None:
+    def render(d: dict[str, managed.InvitationView]) -> None:
         inv = d["invitation"]
-        click.echo(f"invitation {inv['id']} to {ref} as {inv['role']}, expires {inv['expires_at']}")
-        click.echo(f"token (shown once): {inv['token']}")
+        click.echo(f"invitation {inv.id} to {ref} as {inv.role}, expires {iso(inv.expires_at)}")
+        click.echo(f"token (shown once): {inv.token}")
         click.echo("the invited user asks to join with POST /v1/invitations/<token>/requests")
 
     emit(data, as_json, render)

@@ -1,13 +1,17 @@
 """The CLI's JSON for what the use cases return: the one place the CLI turns
-their typed results (sync runs, workspaces, the operator actions' answers)
-into what ``--json`` prints. ``output.emit`` passes every document through
+their typed results (sync runs, workspaces, the operator actions' answers,
+and the store's views: activity entries, deliveries, users, their workspaces,
+invitations) into what ``--json`` prints. ``output.emit`` passes every document through
 ``to_json``; the shapes are the API's bodies (webhooks/serialize.py)."""
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from models.store import RunResult, UserRef, WorkspaceView
+from models.deliveries import DeliveryView
+from models.managed import InvitationView
+from models.store import ActivityView, RunResult, UserRef, WorkspaceName, WorkspaceView
+from models.users import UserView, WorkspacesOfUser
 from runtime.operations import HeldSync, QueuedSync, Replay, StatusReport, WorkspaceStatus
 from sync.installations import Reconnection
 
@@ -18,6 +22,66 @@ def iso(value: datetime | None) -> str | None:
 
 def _user(u: UserRef | None) -> dict[str, Any] | None:
     return {"id": u.id, "username": u.username} if u else None
+
+
+def _name(w: WorkspaceName) -> dict[str, Any]:
+    return {"id": w.id, "name": w.name}
+
+
+def activity(a: ActivityView) -> dict[str, Any]:
+    return {
+        "seq": a.seq,
+        "at": iso(a.at),
+        "workspace": a.workspace_id,
+        "actor": a.actor,
+        "action": a.action,
+        "subject": a.subject,
+        "details": a.details,
+    }
+
+
+def delivery(d: DeliveryView) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "provider": d.provider,
+        "event": d.event,
+        "action": d.action,
+        "status": d.status,
+        "org": d.org_key,
+        "attempts": d.attempts,
+        "job": d.job_id,
+        "error": d.error,
+        "due_at": iso(d.due_at),
+        "leased_until": iso(d.leased_until),
+        "outcome": d.outcome,
+        "received_at": iso(d.received_at),
+        "queued_at": iso(d.queued_at),
+        "started_at": iso(d.started_at),
+        "processed_at": iso(d.processed_at),
+    }
+
+
+def user(u: UserView) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "username": u.username,
+        "identities": [{"provider": i.provider, "provider_user_id": i.provider_user_id, "login": i.login}
+                       for i in u.identities],
+        "personal_workspace": _name(u.personal_workspace) if u.personal_workspace else None,
+    }
+
+
+def workspaces_of_user(w: WorkspacesOfUser) -> dict[str, Any]:
+    return {
+        "user": _user(w.user),
+        "workspaces": [{"id": x.id, "name": x.name, "kind": x.kind, "role": x.role, "status": x.status,
+                        "subscription": x.subscription} for x in w.workspaces],
+    }
+
+
+def invitation(inv: InvitationView) -> dict[str, Any]:
+    return {"id": inv.id, "workspace": inv.workspace_id, "token": inv.token, "role": inv.role,
+            "status": inv.status, "expires_at": iso(inv.expires_at), "created_at": iso(inv.created_at)}
 
 
 def run(r: RunResult) -> dict[str, Any]:
@@ -114,6 +178,16 @@ def to_json(value: object) -> Any:
         return replay(value)
     if isinstance(value, Reconnection):
         return reconnection(value)
+    if isinstance(value, ActivityView):
+        return activity(value)
+    if isinstance(value, DeliveryView):
+        return delivery(value)
+    if isinstance(value, UserView):
+        return user(value)
+    if isinstance(value, WorkspacesOfUser):
+        return workspaces_of_user(value)
+    if isinstance(value, InvitationView):
+        return invitation(value)
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

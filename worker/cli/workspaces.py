@@ -122,10 +122,10 @@ def workspaces_activity(ctx: CliContext, ref: str, after: int, limit: int, as_js
     """A workspace's activity log."""
     s, ws = _find(ctx, ref)
     with s:
-        entries = [store.activity_to_dict(a)
+        entries = [store.activity_view(a)
                    for a in store.list_activity(s, workspace_id=ws.id, after=after, limit=limit)]
     # Exactly GET /v1/workspaces/<ref>/activity's body.
-    data = {"workspace": ws.id, "activity": entries, "next_after": entries[-1]["seq"] if entries else after}
+    data = {"workspace": ws.id, "activity": entries, "next_after": entries[-1].seq if entries else after}
 
     def render(d: dict[str, Any]) -> None:
         if not d["activity"]:
@@ -133,7 +133,7 @@ def workspaces_activity(ctx: CliContext, ref: str, after: int, limit: int, as_js
             return
         click.echo(f"{'SEQ':>8} {'AT':<32} {'ACTOR':<28} {'ACTION':<22} SUBJECT")
         for a in d["activity"]:
-            click.echo(f"{a['seq']:>8} {a['at']:<32} {a['actor']:<28} {a['action']:<22} {a['subject'] or ''}")
+            click.echo(f"{a.seq:>8} {serialize.iso(a.at)!s:<32} {a.actor:<28} {a.action:<22} {a.subject or ''}")
 
     emit(data, as_json, render)
 

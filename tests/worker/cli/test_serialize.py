@@ -1,7 +1,10 @@
 """The edges' serializers of the use cases' typed results agree: the API's
 (webhooks/serialize.py), the CLI's (worker/cli/serialize.py) and the delivery
 outcome's (sync/outcomes.py) write the same document for the same value, with
-the keys in the same order. No database: the values are built here."""
+the keys in the same order; so do the API's and the CLI's for the store's
+views (activity entries, deliveries, users, their workspaces, invitations),
+and the API-only views (access, join requests, members, sign-up) keep their
+documented shape. No database: the values are built here."""
 from __future__ import annotations
 
 import json
@@ -10,7 +13,17 @@ from typing import Any
 
 import pytest
 
-from models.store import RunResult, UserRef, WorkspaceView
+from models.deliveries import DeliveryView
+from models.managed import InvitationView, JoinRequestView, MemberView
+from models.store import ActivityView, RunResult, UserRef, WorkspaceName, WorkspaceView
+from models.users import (
+    AccessView,
+    IdentityRef,
+    UserView,
+    UserWorkspace,
+    WorkspaceBrief,
+    WorkspacesOfUser,
+)
 from runtime.operations import (
     DeliveryCounts,
     HeldSync,
@@ -116,3 +129,93 @@ def test_the_cli_serializes_typed_results_anywhere_in_a_document() -> None:
     assert cli.to_json(doc) == {"queued": [{"workspace": "ws_1", "job": "j"}],
                                 "results": [{"workspace": "ws_1", "state": "finished", "run": cli.run(RUN)}],
                                 "n": 1}
+
+
+# --------------------------------------------------------------------------- the store's views
+
+ACTIVITY = ActivityView(seq=42, at=STARTED, workspace_id="ws_1", actor="user:usr_1", action="member.added",
+                        subject="9001", details={"login": "ann", "role": "member"})
+DELIVERY = DeliveryView(
+    id="d-1", provider="github", event="organization", action="member_added", status="received",
+    org_key="github:9001", attempts=1, job_id="j-1", error=None, due_at=FINISHED, leased_until=None,
+    outcome={}, received_at=STARTED, queued_at=FINISHED, started_at=None, processed_at=None,
+)
+ANN = UserView(id="usr_1", username="ann",
+               identities=(IdentityRef("github", 12, "ann-gh"), IdentityRef("gitlab", 34, "ann-gl")),
+               personal_workspace=WorkspaceName("ws_p", "ann"))
+BOB = UserView(id="usr_2", username="bob", identities=(), personal_workspace=None)
+INVITATION = InvitationView(id=3, workspace_id="ws_2", token="inv_secret", role="admin", status="active",
+                            expires_at=FINISHED, created_at=STARTED)
+
+
+def test_an_activity_entry_is_one_document_for_the_api_and_the_cli() -> None:
+    expected = {"seq": 42, "at": "2024-05-01T12:00:00.123456+00:00", "workspace": "ws_1", "actor": "user:usr_1",
+                "action": "member.added", "subject": "9001", "details": {"login": "ann", "role": "member"}}
+    assert _text(web.activity(ACTIVITY)) == _text(cli.activity(ACTIVITY)) == _text(expected)
+    assert cli.to_json({"activity": [ACTIVITY]}) == {"activity": [expected]}
+
+
+def test_a_delivery_is_one_document_for_the_api_and_the_cli() -> None:
+    expected = {
+        "id": "d-1", "provider": "github", "event": "organization", "action": "member_added", "status": "received",
+        "org": "github:9001", "attempts": 1, "job": "j-1", "error": None, "due_at": "2024-05-01T12:00:07+00:00",
+        "leased_until": None, "outcome": {}, "received_at": "2024-05-01T12:00:00.123456+00:00",
+        "queued_at": "2024-05-01T12:00:07+00:00", "started_at": None, "processed_at": None,
+    }
+    assert _text(web.delivery(DELIVERY)) == _text(cli.delivery(DELIVERY)) == _text(expected)
+    assert cli.to_json({"deliveries": [DELIVERY]}) == {"deliveries": [expected]}
+
+
+@pytest.mark.parametrize("view", [ANN, BOB], ids=["identities", "bare"])
+def test_a_user_is_one_document_for_the_api_and_the_cli(view: UserView) -> None:
+    doc = web.user(view)
+    assert _text(doc) == _text(cli.user(view)) == _text(cli.to_json(view))
+    assert list(doc) == ["id", "username", "identities", "personal_workspace"]
+    if view is ANN:
+        assert doc["identities"] == [{"provider": "github", "provider_user_id": 12, "login": "ann-gh"},
+                                     {"provider": "gitlab", "provider_user_id": 34, "login": "ann-gl"}]
+        assert _text(doc["personal_workspace"]) == _text({"id": "ws_p", "name": "ann"})
+    else:
+        assert doc["identities"] == [] and doc["personal_workspace"] is None
+    assert _text(web.signed_up(view)) == _text({"user": {"id": view.id, "username": view.username},
+                                                "personal_workspace": doc["personal_workspace"]})
+
+
+def test_a_users_workspaces_are_one_document_for_the_api_and_the_cli() -> None:
+    view = WorkspacesOfUser(UserRef("usr_1", "ann"), (
+        UserWorkspace("ws_1", "acme", "provider", "admin", "active", "team"),
+        UserWorkspace("ws_p", "ann", "personal", "owner", "active", None),
+    ))
+    expected = {"user": {"id": "usr_1", "username": "ann"}, "workspaces": [
+        {"id": "ws_1", "name": "acme", "kind": "provider", "role": "admin", "status": "active", "subscription": "team"},
+        {"id": "ws_p", "name": "ann", "kind": "personal", "role": "owner", "status": "active", "subscription": None},
+    ]}
+    assert _text(web.workspaces_of_user(view)) == _text(cli.workspaces_of_user(view)) \
+        == _text(cli.to_json(view)) == _text(expected)
+    empty = WorkspacesOfUser(UserRef("usr_2", "bob"), ())
+    assert web.workspaces_of_user(empty) == cli.workspaces_of_user(empty) \
+        == {"user": {"id": "usr_2", "username": "bob"}, "workspaces": []}
+
+
+def test_an_invitation_is_one_document_for_the_api_and_the_cli() -> None:
+    expected = {"id": 3, "workspace": "ws_2", "token": "inv_secret", "role": "admin", "status": "active",
+                "expires_at": "2024-05-01T12:00:07+00:00", "created_at": "2024-05-01T12:00:00.123456+00:00"}
+    assert _text(web.invitation(INVITATION)) == _text(cli.invitation(INVITATION)) == _text(expected)
+    assert cli.to_json({"invitation": INVITATION}) == {"invitation": expected}
+
+
+def test_the_api_only_views_keep_their_shape() -> None:
+    access = AccessView(WorkspaceBrief("ws_2", "team", "managed", "active", None), UserRef("usr_1", "ann"),
+                        "admin", False)
+    assert _text(web.access(access)) == _text({
+        "workspace": {"id": "ws_2", "name": "team", "kind": "managed", "status": "active", "subscription": None},
+        "user": {"id": "usr_1", "username": "ann"}, "role": "admin", "can_deploy": False})
+    request = JoinRequestView(id=5, status="approved", role="member", workspace=WorkspaceName("ws_2", "team"),
+                              user=UserRef("usr_2", "bob"), created_at=STARTED, decided_at=FINISHED)
+    assert _text(web.join_request(request)) == _text({
+        "id": 5, "status": "approved", "role": "member", "workspace": {"id": "ws_2", "name": "team"},
+        "user": {"id": "usr_2", "username": "bob"}, "created_at": "2024-05-01T12:00:00.123456+00:00",
+        "decided_at": "2024-05-01T12:00:07+00:00"})
+    member = MemberView(WorkspaceName("ws_2", "team"), None, "billing")
+    assert _text(web.member(member)) == _text({"workspace": {"id": "ws_2", "name": "team"}, "user": None,
+                                               "role": "billing"})
