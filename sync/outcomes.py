@@ -9,15 +9,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from models.store import RunResult, WorkspaceView
+from models.store import RunResult, UserRef, WorkspaceView
 from sync.installations import Reconnection
 
 # The part of a run a batch's deliveries keep (one run answers many hints).
 _SUMMARY = ("id", "kind", "result", "added", "removed", "changed", "api_calls")
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def user_ref(u: UserRef | None) -> dict[str, Any] | None:
+    return {"id": u.id, "username": u.username} if u else None
 
 
 def run(r: RunResult) -> dict[str, Any]:
@@ -29,8 +33,8 @@ def run(r: RunResult) -> dict[str, Any]:
         "trigger": r.trigger,
         "result": r.result,
         "forced": r.forced,
-        "started_at": _iso(r.started_at),
-        "finished_at": _iso(r.finished_at),
+        "started_at": iso(r.started_at),
+        "finished_at": iso(r.finished_at),
         "added": r.added,
         "removed": r.removed,
         "changed": r.changed,
@@ -58,7 +62,7 @@ def workspace(w: WorkspaceView) -> dict[str, Any]:
         "reference": w.reference,
         "status": w.status,
         "link": w.link,
-        "owner": {"id": w.owner.id, "username": w.owner.username} if w.owner else None,
+        "owner": user_ref(w.owner),
         "subscription": w.subscription,
     }
 
