@@ -29,7 +29,7 @@ from sync.providers.base import (
     TokenOrg,
 )
 from sync.providers.github_auth import GitHubAppAuth
-from sync.providers.github_http import GitHubTransport, check
+from sync.providers.github_http import GitHubTransport, authorization, check
 from sync.roles import github_role
 
 
@@ -109,7 +109,7 @@ class GitHubProvider:
             resp = self._auth.installation_get(self.installation_id, f"/organizations/{int(org_id)}")
         else:
             # Without an installation the org's public profile is still readable.
-            resp = self._http.send(self._http.base, "GET", f"/organizations/{int(org_id)}")
+            resp = self._http.send("GET", f"/organizations/{int(org_id)}")
         check(resp, who="installation", what=f"organization {org_id}")
         data = resp.json()
         with _parsing(f"organization {org_id}"):
@@ -145,34 +145,31 @@ class GitHubProvider:
         return found if found is not None and found.account_id == org.org_id else None
 
     def list_installations(self, cache: InstallationCache | None = None) -> list[ProviderInstallation]:
-        requester = self._auth.app_requester()
+        app = self._auth.app_authorization()
         out: list[ProviderInstallation] = []
-        try:
-            url: str | None = f"{self.api_url}/app/installations?per_page={self.per_page}"
-            while url is not None:
-                cached = cache.get(url) if cache is not None else None
-                headers = {"If-None-Match": cached.etag} if cached is not None and cached.etag else {}
-                resp = self._http.send(requester, "GET", url, headers=headers)
-                if resp.status == 304 and cached is not None:
-                    self.not_modified += 1
-                    out.extend(cached.installations)
-                    url = self._http.next_url(resp, url, cached_items=len(cached.installations))
-                    continue
-                check(resp, who="app", what="the app's installations")
-                if resp.status != 200:
-                    raise ProviderError(f"GitHub answered {resp.status} to an installations page")
-                data = resp.json()
-                if not isinstance(data, list):
-                    raise TransientProviderError("GitHub installations page is not a list")
-                with _parsing("the app's installations"):
-                    page = [_installation(item) for item in data]
-                etag = resp.headers.get("etag")
-                if cache is not None and etag:
-                    cache.put(url, CachedInstallations(etag=etag, installations=page))
-                out.extend(page)
-                url = self._http.next_url(resp, url)
-        finally:
-            requester.close()
+        url: str | None = f"{self.api_url}/app/installations?per_page={self.per_page}"
+        while url is not None:
+            cached = cache.get(url) if cache is not None else None
+            headers = {"If-None-Match": cached.etag} if cached is not None and cached.etag else {}
+            resp = self._http.send("GET", url, authorization=app, headers=headers)
+            if resp.status == 304 and cached is not None:
+                self.not_modified += 1
+                out.extend(cached.installations)
+                url = self._http.next_url(resp, url, cached_items=len(cached.installations))
+                continue
+            check(resp, who="app", what="the app's installations")
+            if resp.status != 200:
+                raise ProviderError(f"GitHub answered {resp.status} to an installations page")
+            data = resp.json()
+            if not isinstance(data, list):
+                raise TransientProviderError("GitHub installations page is not a list")
+            with _parsing("the app's installations"):
+                page = [_installation(item) for item in data]
+            etag = resp.headers.get("etag")
+            if cache is not None and etag:
+                cache.put(url, CachedInstallations(etag=etag, installations=page))
+            out.extend(page)
+            url = self._http.next_url(resp, url)
         return out
 
     def get_user(self, provider_user_id: int) -> ProviderUser | None:
@@ -180,7 +177,7 @@ class GitHubProvider:
         if self.installation_id is not None:
             resp = self._auth.installation_get(self.installation_id, url)
         else:
-            resp = self._http.send(self._http.base, "GET", url)
+            resp = self._http.send("GET", url)
         if resp.status == 404:
             return None
         check(resp, who="installation", what=f"user {provider_user_id}")
@@ -189,11 +186,8 @@ class GitHubProvider:
             return ProviderUser(provider_user_id=int(data["id"]), login=str(data["login"]))
 
     def _org_installation(self, org_login: str) -> ProviderInstallation | None:
-        requester = self._auth.app_requester()
-        try:
-            resp = self._http.send(requester, "GET", f"/orgs/{_quote(org_login)}/installation")
-        finally:
-            requester.close()
+        resp = self._http.send("GET", f"/orgs/{_quote(org_login)}/installation",
+                               authorization=self._auth.app_authorization())
         if resp.status == 404:
             return None
         check(resp, who="app", what=f"installation of {org_login}")
@@ -205,7 +199,7 @@ class GitHubProvider:
         """The org's current login by id, or None when the org is gone. Read
         without an installation token: the installation may be the very thing
         that is gone, and an org's profile is public."""
-        resp = self._http.send(self._http.base, "GET", f"/organizations/{int(org_id)}")
+        resp = self._http.send("GET", f"/organizations/{int(org_id)}")
         if resp.status == 404:
             return None
         check(resp, who="anonymous", what=f"organization {org_id}")
@@ -287,42 +281,35 @@ class GitHubProvider:
     # ----------------------------------------------------- user OAuth token
 
     def get_token_user(self, access_token: str) -> ProviderUser:
-        requester = self._http.with_auth(Auth.Token(access_token))
-        try:
-            resp = self._http.send(requester, "GET", "/user")
-        finally:
-            requester.close()
+        resp = self._http.send("GET", "/user", authorization=authorization(Auth.Token(access_token)))
         check(resp, who="user", what="the token's user")
         data = resp.json()
         with _parsing("the token's user"):
             return ProviderUser(provider_user_id=int(data["id"]), login=str(data["login"]))
 
     def iter_token_orgs(self, access_token: str) -> Iterator[TokenOrg]:
-        requester = self._http.with_auth(Auth.Token(access_token))
-        try:
-            url: str | None = f"{self.api_url}/user/memberships/orgs?per_page={self.per_page}&state=active"
-            while url is not None:
-                resp = self._http.send(requester, "GET", url)
-                check(resp, who="user", what="the token's organizations")
-                data = resp.json()
-                if not isinstance(data, list):
-                    raise TransientProviderError("GitHub membership list is not a list")
-                with _parsing("the token's organizations"):
-                    orgs = [
-                        TokenOrg(
-                            org=ProviderOrg(
-                                provider="github",
-                                org_id=int(item["organization"]["id"]),
-                                login=str(item["organization"]["login"]),
-                            ),
-                            role=github_role(item.get("role"), item.get("state")),
-                        )
-                        for item in data
-                    ]
-                yield from orgs
-                url = self._http.next_url(resp, url)
-        finally:
-            requester.close()
+        user = authorization(Auth.Token(access_token))
+        url: str | None = f"{self.api_url}/user/memberships/orgs?per_page={self.per_page}&state=active"
+        while url is not None:
+            resp = self._http.send("GET", url, authorization=user)
+            check(resp, who="user", what="the token's organizations")
+            data = resp.json()
+            if not isinstance(data, list):
+                raise TransientProviderError("GitHub membership list is not a list")
+            with _parsing("the token's organizations"):
+                orgs = [
+                    TokenOrg(
+                        org=ProviderOrg(
+                            provider="github",
+                            org_id=int(item["organization"]["id"]),
+                            login=str(item["organization"]["login"]),
+                        ),
+                        role=github_role(item.get("role"), item.get("state")),
+                    )
+                    for item in data
+                ]
+            yield from orgs
+            url = self._http.next_url(resp, url)
 
     # -------------------------------------------------------------- helpers
 

@@ -17,10 +17,15 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from github import Auth
-from github.Requester import Requester
 
 from sync.errors import AuthBroken, TransientProviderError
-from sync.providers.github_http import GitHubResponse, GitHubTransport, check, raise_rate_limited
+from sync.providers.github_http import (
+    GitHubResponse,
+    GitHubTransport,
+    authorization,
+    check,
+    raise_rate_limited,
+)
 
 # The only permission the adapter needs; asking for just this down-scopes the
 # installation token, so a leaked token cannot do whatever else the app may do.
@@ -83,7 +88,10 @@ def _now() -> datetime:
 class _InstallationToken:
     token: str
     expires_at: datetime
-    requester: Requester
+
+    @property
+    def authorization(self) -> str:
+        return authorization(Auth.Token(self.token))
 
 
 class GitHubAppAuth:
@@ -103,12 +111,10 @@ class GitHubAppAuth:
         self._token_lock = threading.Lock()
 
     def close(self) -> None:
-        for tok in self._tokens.values():
-            tok.requester.close()
         self._tokens.clear()
 
-    def app_requester(self) -> Requester:
-        """A requester signed as the app; the caller closes it."""
+    def app_authorization(self) -> str:
+        """The Authorization header of a request as the app (its JWT)."""
         if self._app_auth is None:
             raise AuthBroken("GitHub App credentials (GITHUB_APP_ID / GITHUB_APP_PRIVATE_KEY) are not set")
         try:
@@ -118,7 +124,7 @@ class GitHubAppAuth:
             jwt_token = self._app_jwt(self._app_auth)
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthBroken("the GitHub App private key cannot sign a JWT") from None
-        return self._http.with_auth(Auth.AppAuthToken(jwt_token))
+        return authorization(Auth.AppAuthToken(jwt_token))
 
     def _app_jwt(self, app_auth: Auth.AppAuth) -> str:
         now = time.monotonic()
@@ -136,14 +142,14 @@ class GitHubAppAuth:
     ) -> GitHubResponse:
         """GET ``url`` with the installation's token."""
         token, fresh = self._installation_token(installation_id)
-        resp = self._http.send(token.requester, "GET", url, headers=headers)
+        resp = self._http.send("GET", url, authorization=token.authorization, headers=headers)
         if resp.status == 401 and not fresh:
             # Our cached token may have been invalidated early (clock skew,
             # GitHub-side revocation); a new exchange tells "expired" apart from
             # "uninstalled" (the exchange then fails and raises AuthBroken).
             self._drop_token(installation_id)
             token, _ = self._installation_token(installation_id)
-            resp = self._http.send(token.requester, "GET", url, headers=headers)
+            resp = self._http.send("GET", url, authorization=token.authorization, headers=headers)
         return resp
 
     def _installation_token(self, installation_id: int) -> tuple[_InstallationToken, bool]:
@@ -152,13 +158,12 @@ class GitHubAppAuth:
             if current is not None and current.expires_at - TOKEN_REFRESH_MARGIN > _now():
                 return current, False
             if current is not None:
-                current.requester.close()
                 del self._tokens[installation_id]
             shared_key = (*self._token_cache_key, int(installation_id))
             with _shared_tokens_lock:
                 shared = _shared_tokens.get(shared_key)
             if shared is not None and shared[1] - TOKEN_REFRESH_MARGIN > _now():
-                reused = _InstallationToken(shared[0], shared[1], self._http.with_auth(Auth.Token(shared[0])))
+                reused = _InstallationToken(shared[0], shared[1])
                 self._tokens[installation_id] = reused
                 return reused, False  # a 401 on it gets one new exchange
             minted = self._exchange_token(installation_id)
@@ -169,23 +174,17 @@ class GitHubAppAuth:
 
     def _drop_token(self, installation_id: int) -> None:
         with self._token_lock:
-            current = self._tokens.pop(installation_id, None)
-            if current is not None:
-                current.requester.close()
+            self._tokens.pop(installation_id, None)
         with _shared_tokens_lock:
             _shared_tokens.pop((*self._token_cache_key, int(installation_id)), None)
 
     def _exchange_token(self, installation_id: int) -> _InstallationToken:
-        requester = self.app_requester()
-        try:
-            resp = self._http.send(
-                requester,
-                "POST",
-                f"/app/installations/{int(installation_id)}/access_tokens",
-                body={"permissions": TOKEN_PERMISSIONS},
-            )
-        finally:
-            requester.close()
+        resp = self._http.send(
+            "POST",
+            f"/app/installations/{int(installation_id)}/access_tokens",
+            authorization=self.app_authorization(),
+            body={"permissions": TOKEN_PERMISSIONS},
+        )
         raise_rate_limited(resp)
         if resp.status in (401, 403, 404, 422):
             # 401: app credentials rejected; 403: installation suspended;
@@ -204,4 +203,4 @@ class GitHubAppAuth:
             raise TransientProviderError("GitHub's installation token answer is malformed") from exc
         if expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=UTC)
-        return _InstallationToken(token, expires_at, self._http.with_auth(Auth.Token(token)))
+        return _InstallationToken(token, expires_at)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,51 +73,85 @@ class GitHubResponse:
         return ""
 
 
+def authorization(auth: Auth.Auth) -> str:
+    """The Authorization header value PyGithub would send for ``auth``
+    (``token …`` for an installation or user token, ``Bearer …`` for the
+    app's JWT). A secret: never logged."""
+    headers: dict[str, str] = {}
+    auth.authentication(headers)
+    return headers["Authorization"]
+
+
+# One PyGithub ``Requester`` without credentials per thread, API URL and
+# settings, kept for the life of the thread: its keep-alive connection serves
+# every installation, the app and every user token (each request carries its
+# own Authorization header). A Requester per token opened a TCP connection per
+# installation a worker met, two with the token exchange. Per thread because
+# a Requester's connection holds one request in flight; per process id
+# because a forked work horse must not share its parent's socket.
+_carriers = threading.local()
+
+
 class GitHubTransport:
-    """The unauthenticated ``Requester`` for one API URL and the requesters
-    derived from it; sends requests and checks where paging links lead."""
+    """Requests to one API URL over this thread's shared ``Requester``;
+    checks where paging links lead."""
 
     def __init__(self, api_url: str, *, timeout: float, per_page: int, on_send: Callable[[], None]) -> None:
         self.api_url = api_url.rstrip("/")
         self.per_page = per_page
+        self.timeout = timeout
         self._on_send = on_send
-        self.base = Requester(
-            auth=None,
-            base_url=self.api_url,
-            # requests takes float timeouts; PyGithub only annotates int.
-            timeout=cast(int, timeout),
-            user_agent=USER_AGENT,
-            per_page=per_page,
-            verify=True,
-            retry=0,
-            pool_size=None,
-            seconds_between_requests=0,
-            seconds_between_writes=0,
-            api_version=API_VERSION,
-        )
         self._origin = _origin_of(self.api_url)
         self._prefix = urllib.parse.urlsplit(self.api_url).path.rstrip("/")
 
     def close(self) -> None:
-        self.base.close()
+        """Nothing to close: the connection is the thread's, shared by the
+        transports of every sync this thread runs."""
 
-    def with_auth(self, auth: Auth.Auth) -> Requester:
-        """A requester carrying ``auth``; the caller closes it."""
-        return self.base.withAuth(auth)
+    def _requester(self) -> Requester:
+        key = (self.api_url, self.timeout, self.per_page, os.getpid())
+        carriers: dict[tuple[str, float, int, int], Requester] | None = getattr(_carriers, "by_key", None)
+        if carriers is None:
+            carriers = _carriers.by_key = {}
+        requester = carriers.get(key)
+        if requester is None:
+            # A fork leaves the parent's entries behind: this process never uses them.
+            for stale in [k for k in carriers if k[3] != key[3]]:
+                del carriers[stale]
+            requester = carriers[key] = Requester(
+                auth=None,
+                base_url=self.api_url,
+                # requests takes float timeouts; PyGithub only annotates int.
+                timeout=cast(int, self.timeout),
+                user_agent=USER_AGENT,
+                per_page=self.per_page,
+                verify=True,
+                retry=0,
+                pool_size=None,
+                seconds_between_requests=0,
+                seconds_between_writes=0,
+                api_version=API_VERSION,
+            )
+        return requester
 
     def send(
         self,
-        requester: Requester,
         verb: str,
         url: str,
         *,
+        authorization: str | None = None,
         headers: dict[str, str] | None = None,
         body: Any | None = None,
     ) -> GitHubResponse:
+        """One request; ``authorization`` is the Authorization header (see
+        ``authorization()``), None for an anonymous request."""
         request_headers = {"Accept": ACCEPT, **(headers or {})}
+        if authorization is not None:
+            request_headers["Authorization"] = authorization
         self._on_send()
         try:
-            status, response_headers, text = requester.requestJson(verb, url, headers=request_headers, input=body)
+            status, response_headers, text = self._requester().requestJson(
+                verb, url, headers=request_headers, input=body)
         except NETWORK_ERRORS as exc:
             raise TransientProviderError(f"GitHub unreachable: {type(exc).__name__}") from None
         except requests.exceptions.RequestException as exc:
