@@ -86,11 +86,15 @@ def extend(session: Session, lane: str, holder: str, until: datetime) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def release(session: Session, lane: str, holder: str) -> None:
-    session.execute(
+def release(session: Session, lane: str, holder: str) -> Lease | None:
+    """Let the lane go. Returns what the lease said when it was let go (is a
+    full sync owed?), or None when ``holder`` no longer held it."""
+    row = session.execute(
         update(WorkLane).where(WorkLane.lane == lane, WorkLane.holder == holder)
-        .values(leased_until=None, holder=None).execution_options(synchronize_session=False)
-    )
+        .values(leased_until=None, holder=None).returning(WorkLane.full_sync_due_at)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    return Lease(row[0]) if row is not None else None
 
 
 def get(session: Session, lane: str) -> WorkLane | None:

@@ -219,13 +219,16 @@ class Drain:
             while True:
                 self.clear_wake()
                 self._work()
-                # Closing: flag cleared, lease released, then one more look.
+                # Closing: flag cleared, lease released, then one more look,
+                # in one transaction. The look comes after the release: a
+                # delivery committed before it is seen here; one committed
+                # after it rings the bell, and its wake-up's acquire waits
+                # for this transaction and then finds the lane free.
                 self.clear_wake()
                 with self.ctx.session() as s:
-                    lanes.release(s, self.lane, self.holder)
-                with self.ctx.session() as s:
-                    more = deliveries.lane_has_due_work(s, self.lane) or self._full_sync_due(s)
-                    if not more:
+                    released = lanes.release(s, self.lane, self.holder)
+                    full_sync_due = released is not None and released.full_sync_due()
+                    if not (full_sync_due or deliveries.lane_has_due_work(s, self.lane)):
                         break
                     self.lease = lanes.acquire(s, self.lane, self.holder, LEASE)
                     if self.lease is None:
@@ -247,11 +250,6 @@ class Drain:
             self.report.lost_lease = heartbeat.lost
         return self.report
 
-    def _full_sync_due(self, s: Any) -> bool:
-        row = lanes.get(s, self.lane)
-        due = as_utc(row.full_sync_due_at) if row is not None else None
-        return due is not None and due <= utcnow()
-
     # ------------------------------------------------------------------ the loop
 
     def _work(self) -> None:
@@ -261,9 +259,14 @@ class Drain:
             if self.lease is not None and self.lease.full_sync_due():
                 self._maybe_full_sync()
                 self.lease = lanes.Lease(None)  # taken: nothing else is known to be owed
+            claimed = False
             while True:
-                if not self.queue and not self._refill():
+                # Claim again only when the last claim may have left rows
+                # behind (it was full): what arrived since is found by the
+                # look after release.
+                if not self.queue and (claimed and not self.last_claim_full or not self._refill()):
                     return
+                claimed = True
                 head = self.queue[0]
                 state = self._state(for_hint=head.hint_user_id is not None)
                 if head.hint_user_id is not None and state.takes_hints and self._plain_hint(head, state):
