@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models.activity import log_activity
@@ -97,16 +97,19 @@ def finish_run(session: Session, run_id: int, outcome: RunOutcome) -> RunResult:
     disconnected org resynced every few hours would otherwise flood the
     change feed with no-ops.
     """
-    run = session.get(SyncRun, run_id, populate_existing=True)
+    # One UPDATE … RETURNING, not a load and then an update.
+    run = session.scalars(
+        update(SyncRun).where(SyncRun.id == run_id).values(
+            result=outcome.result, finished_at=utcnow(),
+            added=outcome.added, removed=outcome.removed, changed=outcome.changed,
+            api_calls=outcome.api_calls, not_modified=outcome.not_modified,
+            error=outcome.error[:2000] if outcome.error else None,
+            details=outcome.details or {},
+        ).returning(SyncRun),
+        execution_options={"populate_existing": True, "synchronize_session": False},
+    ).one_or_none()
     if run is None:  # the workspace was deleted while we read the provider
         raise WorkspaceNotFound(f"sync run {run_id} is gone (workspace deleted)")
-    run.result = outcome.result
-    run.finished_at = utcnow()
-    run.added, run.removed, run.changed = outcome.added, outcome.removed, outcome.changed
-    run.api_calls, run.not_modified = outcome.api_calls, outcome.not_modified
-    run.error = outcome.error[:2000] if outcome.error else None
-    run.details = outcome.details or {}
-    session.flush()
     if outcome.result != "skipped":
         action = "sync.held" if outcome.result == "held" else "sync.finished"
         log_activity(

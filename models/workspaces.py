@@ -168,12 +168,13 @@ def lock_workspace(session: Session, workspace_id: str) -> Workspace:
     Full, member and login syncs of one org apply under this lock, so two of
     them cannot each plan against a roster the other is changing.
     """
-    # Lock with a plain column select: the mapped Workspace eager-joins its
-    # owner, and PostgreSQL refuses FOR UPDATE on an outer join's nullable side.
-    session.execute(
-        select(Workspace.id).where(Workspace.id == workspace_id).with_for_update()
-    ).first()
-    ws = session.get(Workspace, workspace_id, populate_existing=True)
+    # One statement: the mapped Workspace eager-joins its owner, and
+    # PostgreSQL refuses FOR UPDATE on an outer join's nullable side, so the
+    # lock names the workspaces table alone (FOR UPDATE OF).
+    ws = session.scalars(
+        select(Workspace).where(Workspace.id == workspace_id).with_for_update(of=Workspace.__table__),
+        execution_options={"populate_existing": True},
+    ).unique().one_or_none()
     if ws is None:
         raise WorkspaceNotFound(f"no workspace {workspace_id!r}")
     return ws
