@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models.tables import WorkLane, Workspace, as_utc, utcnow
+from models.tables import RosterEntry, WorkLane, Workspace, as_utc, utcnow
+from models.workspaces import WorkspaceState
 
 # Deliveries that name no single org (GitLab user_rename / user_destroy).
 GITLAB_USERS_LANE = "gitlab:users"
@@ -218,7 +219,11 @@ class HintBudget:
 
 
 def _same_burst(row: WorkLane, now: datetime, quiet: timedelta) -> bool:
-    last = as_utc(row.last_hint_at)
+    return _recent(row.last_hint_at, now, quiet)
+
+
+def _recent(last_hint_at: datetime | None, now: datetime, quiet: timedelta) -> bool:
+    last = as_utc(last_hint_at)
     return last is not None and now - last <= quiet
 
 
@@ -234,17 +239,58 @@ def hint_budget(session: Session, lane: str, *, quiet: timedelta, now: datetime 
     return HintBudget(int(row.hint_reads or 0), as_utc(row.last_listing_at), int(row.burst_listings or 0))
 
 
-def spend_reads(session: Session, lane: str, n: int, *, quiet: timedelta, now: datetime | None = None) -> None:
+@dataclass(frozen=True, slots=True)
+class HintState:
+    """What a drain needs before it merges hints: the org's workspace, how
+    many members it stores (what a listing costs) and the lane's budget."""
+
+    workspace: WorkspaceState
+    roster_count: int
+    budget: HintBudget
+
+
+def hint_state(session: Session, provider: str, org_id: int, lane: str, *, quiet: timedelta,
+               now: datetime | None = None) -> HintState | None:
+    """``workspace_state``, ``roster_count`` and ``hint_budget`` in one
+    statement; None when the org has no workspace."""
     now = now or utcnow()
-    row = session.get(WorkLane, lane, populate_existing=True)
+    members = (select(func.count()).select_from(RosterEntry)
+               .where(RosterEntry.workspace_id == Workspace.id).scalar_subquery())
+    row = session.execute(
+        select(Workspace.id, Workspace.provider, Workspace.status, Workspace.installation_id, members,
+               WorkLane.lane, WorkLane.hint_reads, WorkLane.last_listing_at, WorkLane.burst_listings,
+               WorkLane.last_hint_at)
+        .select_from(Workspace).outerjoin(WorkLane, WorkLane.lane == lane)
+        .where(Workspace.kind == "provider", Workspace.provider == provider, Workspace.provider_org_id == org_id)
+    ).first()
     if row is None:
-        return
-    if _same_burst(row, now, quiet):
-        row.hint_reads = int(row.hint_reads or 0) + n
+        return None
+    ws = WorkspaceState(row[0], row[1], row[2], row[3])
+    if row[5] is None:
+        budget = HintBudget(0, None)
+    elif not _recent(row[9], now, quiet):
+        budget = HintBudget(0, as_utc(row[7]))
     else:
-        row.hint_reads, row.burst_listings = n, 0
-    row.last_hint_at = now
-    session.flush()
+        budget = HintBudget(int(row[6] or 0), as_utc(row[7]), int(row[8] or 0))
+    return HintState(ws, int(row[4] or 0), budget)
+
+
+def _in_burst(now: datetime, quiet: timedelta):  # type: ignore[no-untyped-def]
+    """SQL twin of ``_recent``: the lane heard a hint within ``quiet``."""
+    return and_(WorkLane.last_hint_at.is_not(None), WorkLane.last_hint_at >= now - quiet)
+
+
+def spend_reads(session: Session, lane: str, n: int, *, quiet: timedelta, now: datetime | None = None) -> None:
+    """``n`` single reads were spent on the lane's burst (one UPDATE)."""
+    now = now or utcnow()
+    same = _in_burst(now, quiet)
+    session.execute(
+        update(WorkLane).where(WorkLane.lane == lane).values(
+            hint_reads=case((same, func.coalesce(WorkLane.hint_reads, 0) + n), else_=n),
+            burst_listings=case((same, WorkLane.burst_listings), else_=0),
+            last_hint_at=now,
+        ).execution_options(synchronize_session=False)
+    )
 
 
 def listed(session: Session, lane: str, *, quiet: timedelta, now: datetime | None = None) -> None:
@@ -253,17 +299,17 @@ def listed(session: Session, lane: str, *, quiet: timedelta, now: datetime | Non
     The burst's read budget is *not* refilled: within one burst a listing
     replaces single reads, it does not buy more of them (that is what keeps
     a burst cut into many small batches within its bound). The burst's
-    listings are counted (a quiet lane starts over at one)."""
+    listings are counted (a quiet lane starts over at one). One UPDATE."""
     now = now or utcnow()
-    row = session.get(WorkLane, lane, populate_existing=True)
-    if row is None:
-        return
-    if _same_burst(row, now, quiet):
-        row.burst_listings = int(row.burst_listings or 0) + 1
-    else:
-        row.hint_reads, row.burst_listings = 0, 1
-    row.last_listing_at = row.last_hint_at = now
-    session.flush()
+    same = _in_burst(now, quiet)
+    session.execute(
+        update(WorkLane).where(WorkLane.lane == lane).values(
+            burst_listings=case((same, func.coalesce(WorkLane.burst_listings, 0) + 1), else_=1),
+            hint_reads=case((same, WorkLane.hint_reads), else_=0),
+            last_listing_at=now,
+            last_hint_at=now,
+        ).execution_options(synchronize_session=False)
+    )
 
 
 __all__ = [

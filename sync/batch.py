@@ -295,13 +295,16 @@ class Drain:
         if self.org_id is None:
             return _Lane(None, None, None, None)
         with self.ctx.session() as s:
-            ws = store.workspace_state(s, self.provider, self.org_id)
-            if ws is None:
+            if for_hint:  # one statement: the workspace, its roster's size, the lane's budget
+                hs = lanes.hint_state(s, self.provider, self.org_id, self.lane, quiet=BURST_QUIET)
+                if hs is None:
+                    return _Lane(None, self.provider, None, None)
+                ws = hs.workspace
+                return _Lane(ws.id, ws.provider, ws.status, ws.installation_id, hs.roster_count, hs.budget)
+            found = store.workspace_state(s, self.provider, self.org_id)
+            if found is None:
                 return _Lane(None, self.provider, None, None)
-            if not for_hint:
-                return _Lane(ws.id, ws.provider, ws.status, ws.installation_id)
-            return _Lane(ws.id, ws.provider, ws.status, ws.installation_id,
-                         store.roster_count(s, ws.id), lanes.hint_budget(s, self.lane, quiet=BURST_QUIET))
+            return _Lane(found.id, found.provider, found.status, found.installation_id)
 
     def _plain_hint(self, row: Claimed, state: _Lane) -> bool:
         """A hint the drain may merge: its login noted, its payload dropped."""
