@@ -144,12 +144,12 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         start_seq = store.latest_seq(s)
         discover = _needs_discovery(ws)
         if not discover:  # the common case: one transaction to start the run
-            skipped = _skip_or_cache(s, ws, run_id)
+            skipped, stored_before = _skip_or_cache(s, ws, run_id)
     if discover:
         _discover(ctx, target, run_id)
         with ctx.session() as s:
             ws = store.get_workspace(s, workspace_id)
-            skipped = _skip_or_cache(s, ws, run_id)
+            skipped, stored_before = _skip_or_cache(s, ws, run_id)
     if isinstance(skipped, RunResult):
         return skipped
     cache = skipped
@@ -171,7 +171,7 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
             pages += 1
             listing.extend(page.members)
         stage = "confirm_removals"
-        confirmed_absent, confirmation = _confirm_removals(ctx, provider, org, workspace_id, listing, force,
+        confirmed_absent, confirmation = _confirm_removals(ctx, provider, org, stored_before, listing, force,
                                                            hinted_absent)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; _record_failure re-raises
         calls, not_modified = _counts(provider, base)
@@ -243,16 +243,20 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         return run
 
 
-def _skip_or_cache(s: Any, ws: Workspace, run_id: int) -> RunResult | DbPageCache | None:
+def _skip_or_cache(s: Any, ws: Workspace, run_id: int
+                   ) -> tuple[RunResult | DbPageCache | None, dict[int, store.StoredMember]]:
     """Before any provider request: the finished run if the workspace
     cannot be synced now, else the listing's page cache (None for GitLab,
-    which has no conditional requests on member listings)."""
+    which has no conditional requests on member listings); with the stored
+    roster as it was before the listing (whose absentees the removal check
+    re-reads; see _confirm_removals)."""
     skip = _skip_reason(ws)
     if skip is not None:
         run = store.finish_run(s, run_id, RunOutcome("skipped", error=skip[1], details={"reason": skip[0]}))
         log.info("full sync of %s skipped: %s", ws.id, skip[0])
-        return run
-    return DbPageCache.load(s, ws.id) if ws.provider == "github" else None
+        return run, {}
+    cache = DbPageCache.load(s, ws.id) if ws.provider == "github" else None
+    return cache, store.roster(s, ws.id)
 
 
 def _without(p: Plan, ids: set[int]) -> Plan:
@@ -274,7 +278,7 @@ def _confirm_removals(
     ctx: SyncContext,
     provider: Provider,
     org: ProviderOrg,
-    workspace_id: str,
+    stored: dict[int, store.StoredMember],
     listing: list[ProviderMember],
     force: bool,
     hinted_absent: frozenset[int] = frozenset(),
@@ -299,9 +303,12 @@ def _confirm_removals(
     managers) are always read one by one, and count towards the mass-removal
     guard only once a read finds them gone: their absence from a listing
     says nothing.
+
+    ``stored`` is the roster read when the run started (in the transaction
+    that opened it, not one more). A member stored since then is no
+    candidate here, so this sync cannot remove them: the plan made under the
+    lock keeps every removal this check did not confirm.
     """
-    with ctx.session() as s:
-        stored = store.roster(s, workspace_id)
     candidates = plan(stored, listing, complete=True).removals
     if not candidates:
         return set(), {}
@@ -336,8 +343,8 @@ def _confirm_removals(
         listing.extend(seen.values())
         found += len(seen)
     if found:
-        log.warning("full sync of %s: %d member(s) missing from the listing are still members",
-                    workspace_id, found)
+        log.warning("full sync of %s %s: %d member(s) missing from the listing are still members",
+                    org.provider, org.login, found)
     return absent, {"method": method, "candidates": len(candidates), "hinted": agreed,
                     "still_members": found}
 
