@@ -96,3 +96,16 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    """INSERT for ``table`` in the session's dialect, for ON CONFLICT clauses
+    (SQLAlchemy has no backend-neutral upsert: it is built per dialect)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"orgsync needs PostgreSQL or SQLite, not {dialect}")

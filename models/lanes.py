@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, case, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from models.base import dialect_insert
 from models.tables import RosterEntry, WorkLane, Workspace, as_utc, utcnow
 from models.workspaces import WorkspaceState
 
@@ -40,13 +40,7 @@ def parse_lane(lane: str) -> tuple[str, int | None]:
 
 
 def _insert(session: Session):  # type: ignore[no-untyped-def]
-    # No backend-neutral upsert in SQLAlchemy: build it per dialect.
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(WorkLane)
-    if dialect == "sqlite":
-        return sqlite.insert(WorkLane)
-    raise RuntimeError(f"work lanes need PostgreSQL or SQLite, not {dialect}")
+    return dialect_insert(session, WorkLane)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from models.activity import ActivityEntry, log_activities
+from models.base import dialect_insert
 from models.errors import InvalidState
 from models.identities import member_subjects
 from models.ownership import hand_on_ownership
@@ -228,8 +229,9 @@ def cached_roster_pages(session: Session, workspace_id: str) -> RosterPages:
 
 
 def save_roster_pages(session: Session, workspace_id: str, pages: RosterPages, *, drop: Iterable[str] = ()) -> None:
-    """Store these pages (replacing their old copies) and forget the pages in ``drop``."""
-    doomed = sorted(set(pages) | set(drop))
+    """Store these pages (replacing their old copies: one upsert) and forget
+    the pages in ``drop``."""
+    doomed = sorted(set(drop) - set(pages))
     for i in range(0, len(doomed), 500):
         session.execute(
             delete(HttpCacheEntry).where(
@@ -244,8 +246,14 @@ def save_roster_pages(session: Session, workspace_id: str, pages: RosterPages, *
         if len(url) <= 1000
     ]
     # Pages are small (100 members); a few hundred per statement.
+    upsert = dialect_insert(session, HttpCacheEntry)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["workspace_id", "url"],
+        set_={"etag": upsert.excluded.etag, "payload": upsert.excluded.payload,
+              "updated_at": upsert.excluded.updated_at},
+    )
     for i in range(0, len(rows), 200):
-        session.execute(insert(HttpCacheEntry), rows[i : i + 200])
+        session.execute(upsert, rows[i : i + 200])
 
 
 def _dedupe(rows: Iterable[StoredMember]) -> list[StoredMember]:
