@@ -141,7 +141,7 @@ class Bench:
         public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
         self.fake = FakeGitHub(app_id=APP_ID, app_public_key=public)
-        self.server = FakeProviderServer(github=self.fake).start()
+        self.server = FakeProviderServer(github=self.fake, keep_alive=True).start()
         self.port = free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("ORGSYNC_", "GITHUB_", "DATABASE_URL",

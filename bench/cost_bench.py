@@ -148,7 +148,7 @@ def drain(orgs: int) -> None:
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     fake = FakeGitHub(app_id=1234, app_public_key=public)
-    server = FakeProviderServer(github=fake).start()
+    server = FakeProviderServer(github=fake, keep_alive=True).start()
     settings = Settings(database_url=url, github_api_url=server.github_api_url, github_app_id=1234,
                         github_app_private_key=key.private_bytes(
                             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

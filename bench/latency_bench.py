@@ -82,7 +82,7 @@ def main() -> None:
     upgrade(db_url)
     redis.Redis.from_url(REDIS).flushdb()
     procs: list[subprocess.Popen[bytes]] = []
-    with FakeProviderServer(github=FakeGitHub(app_id=str(APP_ID), app_public_key=public)) as server:
+    with FakeProviderServer(github=FakeGitHub(app_id=str(APP_ID), app_public_key=public), keep_alive=True) as server:
         fake = server.github
         fake.add_org(ORG, "latency-org", installation_id=INSTALLATION)
         fake.add_member(ORG, 1, "owner", "admin")

@@ -50,7 +50,7 @@ def main() -> None:
         db = f"{pg}{'&' if '?' in pg else '?'}options=-csearch_path%3D{schema}"
     else:
         db = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-    with FakeProviderServer() as server:
+    with FakeProviderServer(keep_alive=True) as server:
         gh = server.github
         gh.add_user_token(USER_TOKEN, 583231, "octocat")
         for i in range(args.orgs):

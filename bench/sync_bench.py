@@ -52,7 +52,7 @@ ADMIN_EVERY = 50  # 2% admins, as in a typical large org
 def _serve(n: int, conn: Connection) -> None:
     from demo.fakes.server import FakeProviderServer
 
-    server = FakeProviderServer()
+    server = FakeProviderServer(keep_alive=True)
     gh = server.github
     gh.add_org(ORG_ID, "bigco", installation_id=INSTALLATION)
     gh.add_members(

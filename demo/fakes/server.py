@@ -6,6 +6,12 @@ PyGithub and python-gitlab talk to it over real HTTP:
 
 Use it in tests as a context manager, or run it for benchmarks:
 ``python -m demo.fakes.server --port 9100``.
+
+Werkzeug's development server closes every connection after its answer (it
+sends ``Connection: close``); GitHub and GitLab keep connections alive. With
+``keep_alive=True`` (the benchmarks) the fake is served by waitress, which
+keeps them alive too, so a benchmark sees what a worker pays against the real
+APIs: no TCP connection per request. waitress is a test dependency.
 """
 from __future__ import annotations
 
@@ -37,14 +43,25 @@ def _not_found(environ: dict[str, Any], start_response: Any) -> Any:
 class FakeProviderServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  github: FakeGitHub | None = None, gitlab: FakeGitLab | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, *, keep_alive: bool = False) -> None:
         self.github = github or FakeGitHub()
         self.gitlab = gitlab or FakeGitLab()
         # ``extra``: more WSGI apps by mount point (the demo's /demo controls).
         app = DispatcherMiddleware(_not_found, {"/gh": self.github.wsgi, "/gl": self.gitlab.wsgi, **(extra or {})})
-        self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
+        self.keep_alive = keep_alive
+        self._server: Any
+        if keep_alive:
+            from waitress.server import (
+                create_server,  # test dependency: only the benchmarks ask for it
+            )
+
+            self._server = create_server(app, host=host, port=port, threads=8, connection_limit=1000,
+                                         channel_timeout=60, ident="fake-provider")
+            self.port = int(self._server.effective_port)
+        else:
+            self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
+            self.port = self._server.server_port
         self.host = host
-        self.port = self._server.server_port
         self._thread: threading.Thread | None = None
 
     @property
@@ -60,13 +77,21 @@ class FakeProviderServer:
         return f"{self.base_url}/gl"
 
     def start(self) -> Self:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        if self.keep_alive:
+            self._thread = threading.Thread(target=self._server.run, daemon=True)
+        else:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        if self.keep_alive:
+            self._server.close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            return
         self._server.shutdown()
         self._server.server_close()
 

@@ -47,7 +47,7 @@ def test_hint_state_reads_in_one_statement_what_the_three_reads_say(env_all_db: 
 
     def both(s, now):  # type: ignore[no-untyped-def]
         statements: list[str] = []
-        listen = lambda *a: statements.append(a[2])  # noqa: E731
+        listen = lambda *a: statements.append(a[2])
         event.listen(s.get_bind(), "before_cursor_execute", listen)
         try:
             one = lanes.hint_state(s, provider, org_id, LANE, quiet=quiet, now=now)
