@@ -899,3 +899,45 @@ def test_e2e_the_app_jwt_is_signed_once_for_many_installations(
     GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=79).get_org(7009)
     GitHubProvider(gh_server_url, APP_ID, app_key_pair[0], installation_id=79)  # token cached: no exchange
     assert len(signed) == 2
+
+
+def test_one_keep_alive_connection_serves_every_installation_and_the_app(
+    app_key_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two orgs on two installations, read by two adapters (one per sync, as
+    the jobs build them), token exchanges included: one TCP connection from
+    this thread, reused by every request (the fake keeps connections alive,
+    as GitHub does). A Requester per token used to open one per installation,
+    two with the exchange. Each request still carries its own token."""
+    import urllib3.util.connection as u3
+
+    from demo.fakes.server import FakeProviderServer
+    from sync.providers import github_auth
+
+    github_auth.clear_token_cache()
+    fake = FakeGitHub(app_id=APP_ID, app_public_key=app_key_pair[1])
+    fake.add_org(9001, "acme", installation_id=71)
+    fake.add_org(9002, "globex", installation_id=72)
+    fake.add_members(9001, [(1, "ann", "admin")])
+    fake.add_members(9002, [(2, "bob", "member")])
+    opened: list[Any] = []
+    real = u3.create_connection
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(u3, "create_connection", counting)
+    with FakeProviderServer(github=fake, keep_alive=True) as server:
+        # A URL no other test uses: this thread's shared Requester is new.
+        url = server.github_api_url + "/"
+        rosters = {}
+        for org_id, login, installation in ((9001, "acme", 71), (9002, "globex", 72)):
+            provider = GitHubProvider(url, APP_ID, app_key_pair[0], installation_id=installation)
+            org = provider.get_org(org_id)
+            rosters[login] = roster_of(list(provider.iter_roster(org)))
+            provider.close()
+    assert set(rosters["acme"]) == {1} and set(rosters["globex"]) == {2}
+    assert fake.count("/access_tokens") == 2  # one exchange per installation
+    assert fake.request_count >= 8
+    assert len(opened) == 1, opened
