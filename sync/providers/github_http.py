@@ -90,6 +90,9 @@ def authorization(auth: Auth.Auth) -> str:
 # a Requester's connection holds one request in flight; per process id
 # because a forked work horse must not share its parent's socket.
 _carriers = threading.local()
+# A thread keeps this many (API URL, settings) pairs; the oldest is closed
+# past that. Production has one API URL; tests start a server per module.
+MAX_CARRIERS_PER_THREAD = 8
 
 
 class GitHubTransport:
@@ -115,9 +118,12 @@ class GitHubTransport:
             carriers = _carriers.by_key = {}
         requester = carriers.get(key)
         if requester is None:
-            # A fork leaves the parent's entries behind: this process never uses them.
+            # A fork leaves the parent's entries behind: this process never
+            # uses them (and must not close the parent's sockets).
             for stale in [k for k in carriers if k[3] != key[3]]:
                 del carriers[stale]
+            while len(carriers) >= MAX_CARRIERS_PER_THREAD:
+                carriers.pop(next(iter(carriers))).close()
             requester = carriers[key] = Requester(
                 auth=None,
                 base_url=self.api_url,

@@ -941,3 +941,21 @@ def test_one_keep_alive_connection_serves_every_installation_and_the_app(
     assert fake.count("/access_tokens") == 2  # one exchange per installation
     assert fake.request_count >= 8
     assert len(opened) == 1, opened
+
+
+def test_a_thread_keeps_a_bounded_number_of_shared_requesters() -> None:
+    """One shared Requester per API URL and thread, reused; past
+    MAX_CARRIERS_PER_THREAD URLs the oldest is dropped (and closed)."""
+    from sync.providers import github_http
+
+    def transport(i: int) -> github_http.GitHubTransport:
+        return github_http.GitHubTransport(f"http://bounded-{i}.invalid/api", timeout=5, per_page=100,
+                                           on_send=lambda: None)
+
+    first = transport(0)._requester()
+    assert transport(0)._requester() is first  # one per URL, shared by every transport
+    for i in range(1, github_http.MAX_CARRIERS_PER_THREAD + 1):
+        transport(i)._requester()
+    kept = github_http._carriers.by_key
+    assert len(kept) <= github_http.MAX_CARRIERS_PER_THREAD
+    assert transport(0)._requester() is not first  # the oldest was dropped
