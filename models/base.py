@@ -101,9 +101,13 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 def dialect_insert(session: Session, table: Any) -> Any:
     """INSERT for ``table`` in the session's dialect, for ON CONFLICT clauses
     (SQLAlchemy has no backend-neutral upsert: it is built per dialect)."""
+    return insert_for_dialect(session.get_bind().dialect.name, table)
+
+
+def insert_for_dialect(dialect: str, table: Any) -> Any:
+    """``dialect_insert`` by dialect name (for statements built once per dialect)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         return postgresql.insert(table)
     if dialect == "sqlite":

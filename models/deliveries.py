@@ -28,11 +28,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
+from models.base import insert_for_dialect
 from models.errors import DeliveryNotFound, InvalidState
 from models.tables import Delivery, as_utc, utcnow
 
@@ -115,14 +115,7 @@ def _insert_or_skip(dialect: str) -> Any:
     backend-neutral "insert or skip": it is built per dialect. RETURNING, not
     rowcount: psycopg reports -1 as the rowcount of this statement, which
     would make every duplicate look new."""
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(Delivery)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(Delivery)
-    else:
-        raise RuntimeError(f"deliveries need PostgreSQL or SQLite, not {dialect}")
-    return stmt.on_conflict_do_nothing(index_elements=["id"]).returning(Delivery.id)
+    return insert_for_dialect(dialect, Delivery).on_conflict_do_nothing(index_elements=["id"]).returning(Delivery.id)
 
 
 def get_delivery(session: Session, delivery_id: str) -> Delivery:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -212,25 +213,24 @@ class HintBudget:
     listings: int = 0  # full listings taken in the current burst
 
 
-def _same_burst(row: WorkLane, now: datetime, quiet: timedelta) -> bool:
-    return _recent(row.last_hint_at, now, quiet)
-
-
 def _recent(last_hint_at: datetime | None, now: datetime, quiet: timedelta) -> bool:
     last = as_utc(last_hint_at)
     return last is not None and now - last <= quiet
 
 
+def _budget(row: WorkLane | Any | None, now: datetime, quiet: timedelta) -> HintBudget:
+    """The current burst's budget from a lane row (or a row with its columns)."""
+    if row is None:
+        return HintBudget(0, None)
+    if not _recent(row.last_hint_at, now, quiet):
+        return HintBudget(0, as_utc(row.last_listing_at))
+    return HintBudget(int(row.hint_reads or 0), as_utc(row.last_listing_at), int(row.burst_listings or 0))
+
+
 def hint_budget(session: Session, lane: str, *, quiet: timedelta, now: datetime | None = None) -> HintBudget:
     """Single reads and listings spent on the lane's current burst. A lane
     that has been quiet for ``quiet`` starts a new burst with a fresh budget."""
-    now = now or utcnow()
-    row = session.get(WorkLane, lane, populate_existing=True)
-    if row is None:
-        return HintBudget(0, None)
-    if not _same_burst(row, now, quiet):
-        return HintBudget(0, as_utc(row.last_listing_at))
-    return HintBudget(int(row.hint_reads or 0), as_utc(row.last_listing_at), int(row.burst_listings or 0))
+    return _budget(session.get(WorkLane, lane, populate_existing=True), now or utcnow(), quiet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,22 +251,16 @@ def hint_state(session: Session, provider: str, org_id: int, lane: str, *, quiet
     members = (select(func.count()).select_from(RosterEntry)
                .where(RosterEntry.workspace_id == Workspace.id).scalar_subquery())
     row = session.execute(
-        select(Workspace.id, Workspace.provider, Workspace.status, Workspace.installation_id, members,
-               WorkLane.lane, WorkLane.hint_reads, WorkLane.last_listing_at, WorkLane.burst_listings,
-               WorkLane.last_hint_at)
+        select(Workspace.id, Workspace.provider, Workspace.status, Workspace.installation_id,
+               members.label("members"), WorkLane.lane, WorkLane.hint_reads, WorkLane.last_listing_at,
+               WorkLane.burst_listings, WorkLane.last_hint_at)
         .select_from(Workspace).outerjoin(WorkLane, WorkLane.lane == lane)
         .where(Workspace.kind == "provider", Workspace.provider == provider, Workspace.provider_org_id == org_id)
     ).first()
     if row is None:
         return None
-    ws = WorkspaceState(row[0], row[1], row[2], row[3])
-    if row[5] is None:
-        budget = HintBudget(0, None)
-    elif not _recent(row[9], now, quiet):
-        budget = HintBudget(0, as_utc(row[7]))
-    else:
-        budget = HintBudget(int(row[6] or 0), as_utc(row[7]), int(row[8] or 0))
-    return HintState(ws, int(row[4] or 0), budget)
+    ws = WorkspaceState(row.id, row.provider, row.status, row.installation_id)
+    return HintState(ws, int(row.members or 0), _budget(row if row.lane is not None else None, now, quiet))
 
 
 def _in_burst(now: datetime, quiet: timedelta):  # type: ignore[no-untyped-def]
