@@ -30,6 +30,7 @@ from github import Auth
 from github.Requester import Requester
 
 from sync.errors import ProviderError, RateLimited, TransientProviderError
+from sync.providers.http_env import skip_idle_environment_lookups
 from sync.providers.http_errors import (
     DEFAULT_RATE_LIMIT_WAIT,
     NETWORK_ERRORS,
@@ -95,6 +96,18 @@ _carriers = threading.local()
 MAX_CARRIERS_PER_THREAD = 8
 
 
+def _skip_environment_scans(requester: Requester) -> None:
+    """PyGithub makes a Requester's connection, and its requests.Session, on
+    the first request (again if the host changes): once it exists, stop it
+    scanning an environment that configures nothing (sync.providers.http_env).
+    PyGithub names no public way to the session; if a release moves it, this
+    does nothing and requests simply scans as before (a test says so)."""
+    connection = getattr(requester, "_Requester__connection", None)
+    session = getattr(connection, "session", None)
+    if isinstance(session, requests.Session):
+        skip_idle_environment_lookups(session)
+
+
 class GitHubTransport:
     """Requests to one API URL over this thread's shared ``Requester``;
     checks where paging links lead."""
@@ -155,13 +168,16 @@ class GitHubTransport:
         if authorization is not None:
             request_headers["Authorization"] = authorization
         self._on_send()
+        requester = self._requester()
         try:
-            status, response_headers, text = self._requester().requestJson(
+            status, response_headers, text = requester.requestJson(
                 verb, url, headers=request_headers, input=body)
         except NETWORK_ERRORS as exc:
             raise TransientProviderError(f"GitHub unreachable: {type(exc).__name__}") from None
         except requests.exceptions.RequestException as exc:
             raise ProviderError(f"GitHub request failed: {type(exc).__name__}") from None
+        finally:
+            _skip_environment_scans(requester)
         return GitHubResponse(int(status), {k.lower(): str(v) for k, v in response_headers.items()}, text or "")
 
     def next_url(self, resp: GitHubResponse, url: str, *, cached_items: int | None = None) -> str | None:

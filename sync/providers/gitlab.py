@@ -34,6 +34,7 @@ from sync.providers.base import (
     RosterPage,
     TokenOrg,
 )
+from sync.providers.http_env import skip_idle_environment_lookups
 from sync.providers.http_errors import NETWORK_ERRORS, parse_reset_epoch, raise_for_status, retry_at
 from sync.roles import gitlab_role
 
@@ -65,6 +66,7 @@ class _CountingSession(requests.Session):
 
     def __init__(self, on_send: Callable[[], None]) -> None:
         super().__init__()
+        skip_idle_environment_lookups(self)
         self._on_send = on_send
         self._local = threading.local()
 
