@@ -10,7 +10,12 @@ other process competing for the cores), beside a baseline from the same run:
    which runs in this process), SQL statements, transactions and provider
    requests per lane.
 
-    .venv/bin/python bench/cost_bench.py [--deliveries 2000] [--orgs 200]
+3. one GitHub request through the adapter's transport, with requests'
+   per-request scan of the environment (its default) and without it (the
+   adapter's default when the environment sets no proxy) — CPU per
+   request.
+
+    .venv/bin/python bench/cost_bench.py [--deliveries 2000] [--orgs 200] [--requests 2000]
 Needs PostgreSQL and Redis (ORGSYNC_BENCH_DATABASE_URL, ORGSYNC_BENCH_REDIS_URL; schemas
 "bench_cost_intake" and "bench_cost_drain", Redis db 14).
 """
@@ -207,13 +212,61 @@ def drain(orgs: int) -> None:
     drop_schema(PG, "bench_cost_drain")
 
 
+def transport(n: int) -> None:
+    """One GitHub request through the adapter's transport to the in-process
+    keep-alive fake: CPU per request when requests scans the environment on
+    every request (its default; here forced by setting NO_PROXY, which
+    changes no route) beside the adapter's default with nothing configured
+    (sync.providers.http_env)."""
+    from demo.fakes.github_server import FakeGitHub
+    from demo.fakes.server import FakeProviderServer
+    from sync.providers.github_http import GitHubTransport
+    from sync.providers.http_env import environment_sets_proxy_or_netrc
+
+    fake = FakeGitHub(app_id=1, app_public_key="")
+    fake.add_org(1, "acme", installation_id=1)
+    saved = os.environ.pop("NO_PROXY", None)
+    configured = environment_sets_proxy_or_netrc()
+    cases = (("scanning the environment per request", 30.001, "none.invalid"),
+             ("the adapter's default", 30.002, None))
+    results = dict.fromkeys((name for name, _, _ in cases), 0.0)
+    rounds = 10
+    with FakeProviderServer(github=fake, keep_alive=True) as server:
+        # Interleaved rounds, so both meet the same machine; the CPU is this
+        # thread's (the client's), not the fake's.
+        for _ in range(rounds):
+            for name, timeout, no_proxy in cases:
+                if no_proxy is not None:
+                    os.environ["NO_PROXY"] = no_proxy
+                else:
+                    os.environ.pop("NO_PROXY", None)
+                # A timeout of its own: the thread's shared connection is per settings.
+                http = GitHubTransport(server.github_api_url, timeout=timeout, per_page=100, on_send=lambda: None)
+                http.send("GET", "/organizations/1")
+                c0 = time.thread_time()
+                for _ in range(n // rounds):
+                    http.send("GET", "/organizations/1")
+                results[name] += (time.thread_time() - c0) / (n // rounds * rounds)
+    os.environ.pop("NO_PROXY", None)
+    if saved is not None:
+        os.environ["NO_PROXY"] = saved
+    print(f"GitHub transport: {n} requests each to the in-process fake (CPU of the client thread)")
+    for name, cpu in results.items():
+        print(f"  {name:<38} {cpu * 1e6:6.0f} µs CPU per request")
+    base, ours = results.values()
+    print(f"  saved per request: {(base - ours) * 1e6:.0f} µs ({(base - ours) / base:.0%})"
+          + ("; this environment sets a proxy or netrc, so both scan" if configured else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deliveries", type=int, default=2000)
     parser.add_argument("--orgs", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
     print(f"machine: {machine()}")
     intake(args.deliveries)
+    transport(args.requests)
     drain(args.orgs)
 
 

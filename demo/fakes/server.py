@@ -88,6 +88,9 @@ class FakeProviderServer:
 
     def stop(self) -> None:
         if self.keep_alive:
+            # Its task threads first: one finishing a response after the
+            # server closed would pull a closed trigger (an EBADF traceback).
+            self._server.task_dispatcher.shutdown()
             self._server.close()
             if self._thread is not None:
                 self._thread.join(timeout=5)

@@ -30,7 +30,7 @@ from github import Auth
 from github.Requester import Requester
 
 from sync.errors import ProviderError, RateLimited, TransientProviderError
-from sync.providers.http_env import skip_idle_environment_lookups
+from sync.providers.http_env import skip_idle_environment_lookups, tls_verify
 from sync.providers.http_errors import (
     DEFAULT_RATE_LIMIT_WAIT,
     NETWORK_ERRORS,
@@ -125,15 +125,19 @@ class GitHubTransport:
         transports of every sync this thread runs."""
 
     def _requester(self) -> Requester:
-        key = (self.api_url, self.timeout, self.per_page, os.getpid())
-        carriers: dict[tuple[str, float, int, int], Requester] | None = getattr(_carriers, "by_key", None)
+        # The CA bundle the environment names, read once per connection
+        # (sync.providers.http_env); in the key so a changed one is used.
+        verify = tls_verify()
+        key = (self.api_url, self.timeout, self.per_page, verify, os.getpid())
+        carriers: dict[tuple[str, float, int, bool | str, int], Requester] | None = getattr(
+            _carriers, "by_key", None)
         if carriers is None:
             carriers = _carriers.by_key = {}
         requester = carriers.get(key)
         if requester is None:
             # A fork leaves the parent's entries behind: this process never
             # uses them (and must not close the parent's sockets).
-            for stale in [k for k in carriers if k[3] != key[3]]:
+            for stale in [k for k in carriers if k[-1] != key[-1]]:
                 del carriers[stale]
             while len(carriers) >= MAX_CARRIERS_PER_THREAD:
                 carriers.pop(next(iter(carriers))).close()
@@ -144,7 +148,7 @@ class GitHubTransport:
                 timeout=cast(int, self.timeout),
                 user_agent=USER_AGENT,
                 per_page=self.per_page,
-                verify=True,
+                verify=verify,
                 retry=0,
                 pool_size=None,
                 seconds_between_requests=0,

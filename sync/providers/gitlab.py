@@ -34,7 +34,7 @@ from sync.providers.base import (
     RosterPage,
     TokenOrg,
 )
-from sync.providers.http_env import skip_idle_environment_lookups
+from sync.providers.http_env import skip_idle_environment_lookups, tls_verify
 from sync.providers.http_errors import NETWORK_ERRORS, parse_reset_epoch, raise_for_status, retry_at
 from sync.roles import gitlab_role
 
@@ -254,6 +254,8 @@ class GitLabProvider:
             oauth_token=oauth_token,
             timeout=self._timeout,
             session=session,
+            # The environment's CA bundle, read once (sync.providers.http_env).
+            ssl_verify=tls_verify(),
             retry_transient_errors=False,
         )
 

@@ -1,6 +1,7 @@
 """requests reads proxies, a CA bundle and netrc from the environment on
-every request; the adapters skip those scans only when the environment sets
-none of them (sync.providers.http_env), and honour them when it does."""
+every request; the adapters read the CA bundle once and skip the scans
+unless a proxy or netrc is set (sync.providers.http_env), and honour every
+one of them as requests would."""
 from __future__ import annotations
 
 import itertools
@@ -15,8 +16,8 @@ import pytest
 import requests
 
 from sync.providers.github_http import GitHubTransport
-from sync.providers.gitlab import _CountingSession
-from sync.providers.http_env import environment_configures_requests
+from sync.providers.gitlab import GitLabProvider, _CountingSession
+from sync.providers.http_env import environment_sets_proxy_or_netrc, tls_verify
 
 # A fresh timeout per transport: the thread's shared Requester is keyed by
 # URL and settings, so each test gets a connection made under its own
@@ -73,39 +74,54 @@ def _transport(url: str) -> GitHubTransport:
     return GitHubTransport(url, timeout=30 + next(_timeouts) / 1000, per_page=100, on_send=lambda: None)
 
 
-def test_what_the_environment_configures() -> None:
-    assert environment_configures_requests({"HTTPS_PROXY": "http://proxy:3128"})
-    assert environment_configures_requests({"no_proxy": "localhost"})
-    assert environment_configures_requests({"All_Proxy": "socks5://proxy"})
-    assert environment_configures_requests({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"})
-    assert environment_configures_requests({"curl_ca_bundle": "/etc/ca.pem"})
-    assert environment_configures_requests({"NETRC": "/run/netrc"})
+def test_what_the_environment_sets() -> None:
+    assert environment_sets_proxy_or_netrc({"HTTPS_PROXY": "http://proxy:3128"})
+    assert environment_sets_proxy_or_netrc({"no_proxy": "localhost"})
+    assert environment_sets_proxy_or_netrc({"All_Proxy": "socks5://proxy"})
+    assert environment_sets_proxy_or_netrc({"NETRC": "/run/netrc"})
+    assert tls_verify({"REQUESTS_CA_BUNDLE": "/a.pem", "CURL_CA_BUNDLE": "/b.pem"}) == "/a.pem"
+    assert tls_verify({"CURL_CA_BUNDLE": "/b.pem"}) == "/b.pem"
+    assert tls_verify({"REQUESTS_CA_BUNDLE": "", "PATH": "/usr/bin"}) is True
 
 
-def test_nothing_configured_and_a_netrc_file(clean_env: None, tmp_path: Path) -> None:
-    assert not environment_configures_requests({"PATH": "/usr/bin", "PROXYLESS": "1"})
+def test_nothing_set_and_a_netrc_file(clean_env: None, tmp_path: Path) -> None:
+    assert not environment_sets_proxy_or_netrc({"PATH": "/usr/bin", "REQUESTS_CA_BUNDLE": "/a.pem"})
     (tmp_path / ".netrc").write_text("machine api.github.com login x password y\n")
-    assert environment_configures_requests({"PATH": "/usr/bin"})
+    assert environment_sets_proxy_or_netrc({"PATH": "/usr/bin"})
 
 
-def test_github_requests_skip_the_scan_when_nothing_is_configured(
-    clean_env: None, recorder: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("bundle", [None, "/etc/orgsync-test/ca.pem"])
+def test_github_requests_skip_the_scan_and_keep_the_ca_bundle(
+    clean_env: None, recorder: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch, bundle: str | None
 ) -> None:
+    """No proxy set: after the request that made the connection, requests no
+    longer scans the environment, and it still verifies TLS with the bundle
+    the environment names (requests' own resolution), or certifi's."""
     url, seen = recorder
+    if bundle:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
     scans: list[str] = []
-    real = requests.sessions.get_environ_proxies
+    verified_with: list[Any] = []
+    real_scan = requests.sessions.get_environ_proxies
+    real_send = requests.adapters.HTTPAdapter.send
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         scans.append(args[0])
-        return real(*args, **kwargs)
+        return real_scan(*args, **kwargs)
+
+    def sending(self: Any, request: Any, **kwargs: Any) -> Any:
+        verified_with.append(kwargs.get("verify"))
+        return real_send(self, request, **kwargs)
 
     monkeypatch.setattr(requests.sessions, "get_environ_proxies", counting)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", sending)
     transport = _transport(url)
     for _ in range(3):
         assert transport.send("GET", "/orgs/acme").json() == {"login": "acme", "id": 1}
     assert seen == ["/orgs/acme"] * 3
     # The first request, made before its connection existed, scanned; none after.
     assert len(scans) == 1
+    assert verified_with == [bundle or True] * 3
 
 
 def test_github_requests_still_go_through_a_configured_proxy(
@@ -123,6 +139,9 @@ def test_github_requests_still_go_through_a_configured_proxy(
 def test_gitlab_sessions_scan_only_when_something_is_configured(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/orgsync-test/ca.pem")
     assert _CountingSession(lambda: None).trust_env is False
+    provider = GitLabProvider("https://gitlab.example", "glpat-test")
+    assert provider._client(requests.Session()).ssl_verify == "/etc/orgsync-test/ca.pem"
     monkeypatch.setenv("https_proxy", "http://proxy.internal:3128")
     assert _CountingSession(lambda: None).trust_env is True
