@@ -99,9 +99,10 @@ MAX_CARRIERS_PER_THREAD = 8
 def _skip_environment_scans(requester: Requester) -> None:
     """PyGithub makes a Requester's connection, and its requests.Session, on
     the first request (again if the host changes): once it exists, stop it
-    scanning an environment that configures nothing (sync.providers.http_env).
+    scanning an environment that sets no proxy (sync.providers.http_env).
     PyGithub names no public way to the session; if a release moves it, this
-    does nothing and requests simply scans as before (a test says so)."""
+    does nothing and requests scans as before (correct, only slower), and
+    tests/sync/providers/test_http_env.py fails to say so."""
     connection = getattr(requester, "_Requester__connection", None)
     session = getattr(connection, "session", None)
     if isinstance(session, requests.Session):

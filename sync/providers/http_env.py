@@ -5,8 +5,8 @@ With ``trust_env`` on (its default), requests scans ``os.environ`` on every
 request for proxy settings (``*_proxy``, twice: once to merge the session's
 settings, once to resolve the proxy) and for a CA bundle
 (``REQUESTS_CA_BUNDLE``, then ``CURL_CA_BUNDLE``), and looks for a netrc
-file when a request carries no auth: about 0.3 ms of CPU per request on
-the development machine (bench/cost_bench.py prints it).
+file when a request carries no auth: 0.1–0.3 ms of a client's CPU per
+request on the development machine (bench/cost_bench.py prints it).
 
 The adapters read the CA bundle once, when they make a connection, and pass
 it as ``verify`` (what requests would have used). Then, unless a proxy
