@@ -56,11 +56,18 @@ def apply_roster_changes(
     login_changes: Iterable[StoredMember] = (),
     actor: str,
     extra_activity: Sequence[ActivityEntry] = (),
+    defer_activity: list[ActivityEntry] | None = None,
 ) -> tuple[int, int, int]:
     """Apply roster changes with bulk statements and one activity entry each.
 
     ``role_changes`` pairs the new row with the old role. Returns
     (added, removed, changed). Ownership passes on if the owner left.
+
+    ``defer_activity``: when no ownership can pass on (no removal, no role
+    change), the entries are appended to this list instead of written, for
+    the caller to write in the same transaction with its own (a sync run's
+    ``finish_run``): one counter update and one insert for both. Otherwise
+    they are written here, before any ownership entry, as always.
     """
     if ws.kind != "provider":
         raise InvalidState("only provider workspaces have a provider roster")
@@ -125,7 +132,10 @@ def apply_roster_changes(
             .where(RosterEntry.workspace_id == ws.id, RosterEntry.provider_user_id == row.provider_user_id)
             .values(login=row.login, updated_at=now)
         )
-    log_activities(session, entries)
+    if defer_activity is not None and not (removals_l or role_changes_l):
+        defer_activity.extend(entries)
+    else:
+        log_activities(session, entries)
     session.flush()
     if removals_l or role_changes_l:
         hand_on_ownership(session, ws, actor=actor)

@@ -6,6 +6,7 @@ unit of work (the change and its activity entries) is one transaction.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from models.activity import log_activity
+from models.activity import ActivityEntry, log_activities
 from models.errors import WorkspaceNotFound
 from models.tables import Activity, SyncRun, Workspace, as_utc, utcnow
 
@@ -90,12 +91,17 @@ def run_result(run: SyncRun) -> RunResult:
     )
 
 
-def finish_run(session: Session, run_id: int, outcome: RunOutcome) -> RunResult:
+def finish_run(session: Session, run_id: int, outcome: RunOutcome,
+               activity: Sequence[ActivityEntry] = ()) -> RunResult:
     """Record how a run ended, with its ``sync.finished``/``sync.held`` entry.
 
     Skipped runs get no activity entry: nothing was attempted, and a
     disconnected org resynced every few hours would otherwise flood the
     change feed with no-ops.
+
+    ``activity``: the run's own change entries not yet written (the ones
+    ``apply_plan`` deferred); they are written first, in the same statement
+    as the run's entry.
     """
     # One UPDATE … RETURNING, not a load and then an update.
     run = session.scalars(
@@ -110,10 +116,10 @@ def finish_run(session: Session, run_id: int, outcome: RunOutcome) -> RunResult:
     ).one_or_none()
     if run is None:  # the workspace was deleted while we read the provider
         raise WorkspaceNotFound(f"sync run {run_id} is gone (workspace deleted)")
+    entries = list(activity)
     if outcome.result != "skipped":
         action = "sync.held" if outcome.result == "held" else "sync.finished"
-        log_activity(
-            session,
+        entries.append(ActivityEntry(
             run.workspace_id,
             f"sync:{run.id}",
             action,
@@ -132,7 +138,8 @@ def finish_run(session: Session, run_id: int, outcome: RunOutcome) -> RunResult:
                 "error": run.error,
                 **(outcome.details or {}),
             },
-        )
+        ))
+    log_activities(session, entries)
     return run_result(run)
 
 

@@ -11,16 +11,20 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from models import store
+from models.activity import ActivityEntry
 from models.tables import Workspace
 from sync.providers.base import CachedPage, ProviderMember
 from sync.roster import Plan
 
 
-def apply_plan(session: Session, ws: Workspace, plan: Plan, *, actor: str) -> tuple[int, int, int]:
+def apply_plan(session: Session, ws: Workspace, plan: Plan, *, actor: str,
+               defer_activity: list[ActivityEntry] | None = None) -> tuple[int, int, int]:
     """Write the plan with bulk statements; (added, removed, changed).
 
     The store logs one activity entry per change and hands ownership on when
-    the owner is among the removals.
+    the owner is among the removals. ``defer_activity``: see
+    ``store.apply_roster_changes`` (a sync passes the entries left in it to
+    ``finish_run``).
     """
     if plan.empty:
         return 0, 0, 0
@@ -32,6 +36,7 @@ def apply_plan(session: Session, ws: Workspace, plan: Plan, *, actor: str) -> tu
         role_changes=[(c.member, c.old_role) for c in plan.role_changes],
         login_changes=list(plan.login_changes),
         actor=actor,
+        defer_activity=defer_activity,
     )
 
 

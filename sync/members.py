@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from models import store
-from models.store import RunOutcome, RunResult
+from models.store import ActivityEntry, RunOutcome, RunResult
 from sync.apply import apply_plan
 from sync.context import SyncContext, close_provider
 from sync.orgs import _record_failure, _skip_reason, _target
@@ -85,7 +85,8 @@ def member_reads(
         # Complete for exactly these members: the ones read as "not a member"
         # (absent, or a membership that gives no access) are the removals.
         p = plan(stored, answers, complete=True)
-        added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}")
+        deferred: list[ActivityEntry] = []
+        added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}", defer_activity=deferred)
         # Every member read, uncapped: a full sync running meanwhile must not
         # undo any of them (store.settled_members_since).
         details: dict[str, Any] = {"members": len(uids), "provider_user_ids": uids}
@@ -98,4 +99,4 @@ def member_reads(
                 "login": current.login if current is not None else hinted.get(uids[0]),
             })
         return store.finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
-                                                details=details))
+                                                details=details), deferred)

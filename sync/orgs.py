@@ -32,7 +32,7 @@ from typing import Any
 from models import installations as inst_store
 from models import store
 from models.errors import InvalidState
-from models.store import RunOutcome, RunResult, WorkspaceView
+from models.store import ActivityEntry, RunOutcome, RunResult, WorkspaceView
 from models.tables import Workspace
 from sync.apply import DbPageCache, apply_plan
 from sync.context import SyncContext, close_provider
@@ -211,6 +211,9 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
         if confirmation:
             details["removal_check"] = confirmation
         fraction = ctx.settings.max_removal_fraction
+        # Change entries apply_plan leaves for finish_run to write with the
+        # run's own: one counter update and one insert for both.
+        deferred: list[ActivityEntry] = []
         if removal_held(len(stored), len(p.removals), fraction) and not force:
             details.update({
                 "would_add": len(p.adds),
@@ -232,12 +235,12 @@ def full_sync(ctx: SyncContext, workspace_id: str, *, trigger: str, force: bool 
                 # kept until a sync confirms them gone.
                 details["removals_kept_unconfirmed"] = len(unconfirmed)
                 p = replace(p, removals=tuple(u for u in p.removals if u in confirmed_absent))
-            added, removed, changed = apply_plan(s, ws, p, actor=actor)
+            added, removed, changed = apply_plan(s, ws, p, actor=actor, defer_activity=deferred)
             store.mark_full_synced(ws)
             outcome = RunOutcome("ok", added, removed, changed, calls, not_modified, details=details)
         if cache is not None:
             cache.flush(s, prune=True)
-        run = store.finish_run(s, run_id, outcome)
+        run = store.finish_run(s, run_id, outcome, deferred)
         log.info("full sync of %s: %s +%d -%d ~%d (%d calls, %d not modified)", workspace_id,
                  run.result, run.added, run.removed, run.changed, calls, not_modified)
         return run
@@ -448,7 +451,8 @@ def member_sync(
                                                     details={"reason": skip[0], "provider_user_id": uid}))
         stored = store.roster(s, ws.id, only=[uid]).get(uid)
         p = plan_member(stored, uid, current)
-        added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}")
+        deferred: list[ActivityEntry] = []
+        added, removed, changed = apply_plan(s, ws, p, actor=f"sync:{run_id}", defer_activity=deferred)
         details = {
             "provider_user_id": uid,
             "member": current is not None and current.role is not None,
@@ -456,7 +460,7 @@ def member_sync(
             "login": current.login if current is not None else login,
         }
         return store.finish_run(s, run_id, RunOutcome("ok", added, removed, changed, calls, not_modified,
-                                                details=details))
+                                                details=details), deferred)
 
 
 # --------------------------------------------------------------------------- webhook helpers

@@ -253,6 +253,74 @@ def test_adds_removals_and_role_changes_land_with_activity(org: Org) -> None:
     assert org.workspace().last_full_sync_at is not None
 
 
+def _counter_updates(fn: Any) -> tuple[Any, int]:
+    """fn's result and how many activity sequence allocations it made."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    seen: list[str] = []
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE COUNTERS"):
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    try:
+        return fn(), len(seen)
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+
+
+def _entries(org: Org, after: int) -> list[tuple[int, str, str]]:
+    with org.ctx.session() as s:
+        return [(a.seq, a.action, a.actor) for a in s.scalars(
+            select(Activity).where(Activity.workspace_id == org.workspace_id, Activity.seq > after)
+            .order_by(Activity.seq))]
+
+
+def test_a_syncs_changes_and_its_finish_are_logged_together(org: Org) -> None:
+    """Additions, full sync or member sync: the change entries and the run's
+    own entry take one sequence allocation, in order, changes first."""
+    from models.activity import latest_seq
+
+    with org.ctx.session() as s:
+        before = latest_seq(s)
+    org.add_many(range(1, 4))
+    run, allocations = _counter_updates(lambda: sync(org))
+    assert run.added == 3 and allocations == 1
+    entries = _entries(org, before)
+    assert [a for _, a, _ in entries] == ["member.added"] * 3 + ["sync.finished"]
+    assert [seq for seq, _, _ in entries] == list(range(entries[0][0], entries[0][0] + 4))
+    assert {actor for _, _, actor in entries} == {f"sync:{run.id}"}
+
+    before = entries[-1][0]
+    org.add(9, "admin")
+    run, allocations = _counter_updates(
+        lambda: member_sync(org.ctx, org.workspace_id, 9, "user9", trigger="webhook:d1"))
+    assert run.added == 1 and allocations == 1
+    assert [a for _, a, _ in _entries(org, before)] == ["member.added", "sync.finished"]
+
+
+def test_removals_are_logged_before_the_ownership_they_move_and_the_finish(
+    server: FakeProviderServer, ctx: SyncContext, no_sleep: None
+) -> None:
+    from models.activity import latest_seq
+
+    org = Org("github", server, ctx).setup(login="order-github", owner_uid=1)
+    org.add(1, "admin")
+    org.add(30, "admin")
+    with ctx.session() as s:
+        store.get_or_create_user_for_identity(s, "github", 30, "user30", actor="test")
+    sync(org)
+    with ctx.session() as s:
+        before = latest_seq(s)
+    org.remove(1)
+    org.add(40)
+    sync(org)
+    actions = [a for _, a, _ in _entries(org, before)]
+    assert actions == ["member.added", "member.removed", "ownership.changed", "sync.finished"], actions
+
+
 def test_failure_on_page_2_of_3_removes_nothing_and_records_why(org: Org) -> None:
     org.add_many(range(1, 251))
     sync(org)
