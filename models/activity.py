@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from models.tables import Activity, Counter, as_utc, utcnow
@@ -98,11 +98,14 @@ def latest_seq(session: Session) -> int:
 
 def activity_seqs(session: Session, actors: Sequence[str], *, after: int = 0, limit: int | None = None) -> list[int]:
     """Sequence numbers of the entries logged by ``actors`` after ``after``,
-    oldest first, at most ``limit`` of them."""
+    oldest first, at most ``limit`` of them (an index range scan on
+    ``ix_activity_actor_seq``)."""
+    return list(session.scalars(activity_seqs_query(actors, after=after, limit=limit)))
+
+
+def activity_seqs_query(actors: Sequence[str], *, after: int = 0, limit: int | None = None) -> Select[int]:
     stmt = select(Activity.seq).where(Activity.seq > after, Activity.actor.in_(list(actors))).order_by(Activity.seq)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(session.scalars(stmt))
+    return stmt.limit(limit) if limit is not None else stmt
 
 
 def reattribute_activity(session: Session, from_actor: str, to_actor: str) -> None:

@@ -209,7 +209,11 @@ class Counter(Base):
 
 class Activity(Base):
     __tablename__ = "activity"
-    __table_args__ = (Index("ix_activity_workspace_seq", "workspace_id", "seq"),)
+    __table_args__ = (
+        Index("ix_activity_workspace_seq", "workspace_id", "seq"),
+        # A run's entries by its actor ("sync:<run id>"), in order (models.activity.activity_seqs).
+        Index("ix_activity_actor_seq", "actor", "seq"),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
