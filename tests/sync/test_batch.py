@@ -50,6 +50,32 @@ def test_one_wake_up_drains_the_lane_in_one_batch_with_hints_merged(env_all_db: 
     assert len(member_runs) == 1 and member_runs[0].details["members"] == 2
 
 
+def test_a_drain_of_hints_takes_its_first_claim_and_state_with_the_lease(env_all_db: Env) -> None:
+    """The transactions of one wake-up serving two hints with member reads:
+    the lease, first claim and lane state together; the sync's two (open,
+    apply); the hints' outcome; the release and last look. Five (seven before
+    the claim and the state rode with the lease)."""
+    from sqlalchemy import event
+
+    env = env_all_db
+    env.add_org(members=3)
+    for uid in (10, 11):
+        env.server.github.add_member(ORG_ID, uid, f"user{uid}", "member")
+    ids = [env.record_member_event(10), env.record_member_event(11)]
+    _wake(env)
+    commits: list[int] = []
+    engine = env.runtime.engine
+    listener = lambda conn: commits.append(1)
+    event.listen(engine, "commit", listener)
+    try:
+        env.drain()
+    finally:
+        event.remove(engine, "commit", listener)
+    assert _statuses(env, ids) == [("processed", 1)] * 2
+    assert set(_roster(env)) == {10, 11}
+    assert len(commits) == 5, len(commits)
+
+
 def test_a_burst_beyond_the_listing_cost_is_served_by_one_full_listing(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
