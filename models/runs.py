@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from models.activity import ActivityEntry, log_activities
@@ -154,34 +154,28 @@ def settled_members_since(session: Session, workspace_id: str, start_seq: int, a
     activity sequence is commit-ordered), and a member re-read that changed
     nothing (a member who left before the store ever listed them writes no
     activity, yet our listing, read before they left, would add them back)."""
-    rows = session.scalars(
-        select(Activity.details).where(
-            Activity.workspace_id == workspace_id,
-            Activity.seq > start_seq,
-            Activity.action.in_(_MEMBER_ACTIONS),
-            Activity.actor != actor,
-        )
+    # Both signs in one statement (UNION ALL: JSON has no equality to dedupe on).
+    changes = select(literal("change").label("sign"), Activity.details.label("details")).where(
+        Activity.workspace_id == workspace_id,
+        Activity.seq > start_seq,
+        Activity.action.in_(_MEMBER_ACTIONS),
+        Activity.actor != actor,
     )
-    out: set[int] = set()
-    for details in rows:
-        uid = (details or {}).get("provider_user_id")
-        if isinstance(uid, int):
-            out.add(uid)
     # Member runs opened after ours (run ids are allocated at open) that
     # finished: each names the members it read.
-    for details in session.scalars(
-        select(SyncRun.details).where(
-            SyncRun.workspace_id == workspace_id, SyncRun.kind == "member", SyncRun.id > run_id,
-            SyncRun.result == "ok",
-        )
-    ):
+    reads = select(literal("read"), SyncRun.details).where(
+        SyncRun.workspace_id == workspace_id, SyncRun.kind == "member", SyncRun.id > run_id,
+        SyncRun.result == "ok",
+    )
+    out: set[int] = set()
+    for sign, details in session.execute(union_all(changes, reads)):
         d = details or {}
-        ids = d.get("provider_user_ids")
-        if isinstance(ids, list):
-            out.update(u for u in ids if isinstance(u, int))
         uid = d.get("provider_user_id")
         if isinstance(uid, int):
             out.add(uid)
+        ids = d.get("provider_user_ids") if sign == "read" else None
+        if isinstance(ids, list):
+            out.update(u for u in ids if isinstance(u, int))
     return out
 
 
