@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from models import store
-from models.activity import ActivityEntry
+from models.store import ActivityEntry
 from models.tables import Workspace
 from sync.providers.base import CachedPage, ProviderMember
 from sync.roster import Plan

@@ -17,11 +17,16 @@ the scans.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Mapping
 
 import requests
 
 _NETRC_FILES = ("~/.netrc", "~/_netrc")
+# Sessions already decided: the environment is looked at once per session,
+# however often a caller asks (the GitHub transport asks after each request,
+# since PyGithub makes its session on the first one).
+_decided: weakref.WeakSet[requests.Session] = weakref.WeakSet()
 
 
 def environment_sets_proxy_or_netrc(environ: Mapping[str, str] | None = None) -> bool:
@@ -48,5 +53,8 @@ def skip_idle_environment_lookups(session: requests.Session) -> None:
     proxy or netrc is set (checked now, once). The caller passes
     ``tls_verify()`` as ``verify``, so the CA bundle is still the one the
     environment names."""
+    if session in _decided:
+        return
+    _decided.add(session)
     if session.trust_env and not environment_sets_proxy_or_netrc():
         session.trust_env = False

@@ -127,13 +127,25 @@ def test_github_requests_skip_the_scan_and_keep_the_ca_bundle(
 def test_github_requests_still_go_through_a_configured_proxy(
     clean_env: None, recorder: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sync.providers import http_env
+
     proxy, seen = recorder
     monkeypatch.setenv("HTTP_PROXY", proxy)
+    looks: list[bool] = []
+    real_look = http_env.environment_sets_proxy_or_netrc
+
+    def looking(*args: Any) -> bool:
+        looks.append(True)
+        return real_look(*args)
+
+    monkeypatch.setattr(http_env, "environment_sets_proxy_or_netrc", looking)
     transport = _transport("http://api.github.invalid")
-    for _ in range(2):
+    for _ in range(3):
         assert transport.send("GET", "/orgs/acme").json() == {"login": "acme", "id": 1}
-    # A proxy is sent the absolute URL; both requests went through it.
-    assert seen == ["http://api.github.invalid:80/orgs/acme"] * 2
+    # A proxy is sent the absolute URL; every request went through it.
+    assert seen == ["http://api.github.invalid:80/orgs/acme"] * 3
+    # Our own look at the environment is once per session, not per request.
+    assert len(looks) == 1
 
 
 def test_gitlab_sessions_scan_only_when_something_is_configured(
